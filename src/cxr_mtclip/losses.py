@@ -1,0 +1,417 @@
+"""Loss functions of the multi-task objective: BCE + supervised contrastive + CLIP (tensors only).
+
+This module knows nothing about models: every function takes tensors and returns a scalar tensor.
+
+Global-batch negatives
+----------------------
+With ``torch.distributed`` initialised and ``world_size = N > 1``, :class:`CompositeLoss` (with
+``gather_distributed=True``) all-gathers the logits, labels and the three embeddings from every rank
+before computing *any* term, so every rank computes the identical loss over the ``N x B`` global
+batch, equal to the single-process loss on the same examples. BCE is gathered too (not kept local):
+otherwise the total loss would be a mix of a global contrastive mean and a local BCE mean and could
+not equal the single-process value.
+
+Gradient scaling and DDP. The gathered copies of other ranks' shards are constants; only the local
+shard stays in the autograd graph. Because every rank computes the same global loss ``L``, the
+gradient a rank receives for its local shard is ``world_size * dL/d(local shard)``: exactly what a
+differentiable all-gather would give (it sums the identical contributions of all ``N`` ranks), but
+without the extra reduce-scatter. DDP then *averages* parameter gradients over the ``N`` ranks, which
+divides by ``N`` again, so after ``backward`` every parameter gradient (towers, head and also the
+shared ``logit_scale``, which enters the loss directly and is not rescaled) equals the single-process
+gradient of ``L`` on the global batch. Without the factor, per-sample parameters would get ``1/N`` of
+it while ``logit_scale`` would get all of it. Consequence: use the gathered tensors only in a loss
+that every rank computes identically (as here); do not multiply the loss by ``world_size`` yourself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CompositeLoss",
+    "CompositeLossOutput",
+    "clip_loss",
+    "gather_no_grad",
+    "gather_with_grad",
+    "supervised_contrastive_loss",
+]
+
+PAPER_BCE_WEIGHT = 0.69
+PAPER_SUPCON_WEIGHT = 1.97
+PAPER_CLIP_WEIGHT = 0.46
+DEFAULT_SUPCON_TEMPERATURE = 0.07
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_matrix(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor of shape (batch, dim), got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (batch, dim), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {tuple(x.shape)}); expected at least one row")
+    if not x.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _as_vector(name: str, x: Tensor) -> Tensor:
+    """Return ``x`` as shape (batch,), accepting (batch,) or (batch, 1)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor of shape (batch,), got {type(x).__name__}")
+    if x.ndim == 2 and x.shape[1] == 1:
+        return x.reshape(-1)
+    if x.ndim != 1:
+        raise ValueError(f"`{name}` must have shape (batch,) or (batch, 1), got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
+    return value
+
+
+def _check_weight(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value}")
+    return value
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    # Softmax over a few hundred logits scaled by up to 100 loses too much precision in half types.
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+
+
+def clip_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """Symmetric InfoNCE over the in-batch image/text similarity matrix (CLIP, Radford et al. 2021).
+
+    Both embeddings are L2-normalised here (so already normalised inputs are fine); pair ``i`` is the
+    positive of row ``i`` and column ``i``. The loss is the mean of the image->text (row) and
+    text->image (column) cross-entropies.
+
+    Args:
+        image_embeds: (batch, dim) image embeddings.
+        text_embeds: (batch, dim) text embeddings of the paired reports.
+        logit_scale: the multiplier itself (already exponentiated, as open_clip passes it), a float
+            or a one-element tensor.
+
+    Example:
+        >>> v, t = torch.randn(4, 8), torch.randn(4, 8)
+        >>> clip_loss(v, t, logit_scale=100.0).shape
+        torch.Size([])
+    """
+    _check_matrix("image_embeds", image_embeds)
+    _check_matrix("text_embeds", text_embeds)
+    if image_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            "`image_embeds` and `text_embeds` must have the same shape (batch, dim), got "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError(f"`logit_scale` must be a scalar, got shape {tuple(logit_scale.shape)}")
+        logit_scale = logit_scale.reshape(())
+    else:
+        logit_scale = _check_positive("logit_scale", logit_scale)
+
+    image = F.normalize(_at_least_float32(image_embeds), dim=-1)
+    text = F.normalize(_at_least_float32(text_embeds), dim=-1)
+    logits_per_image = logit_scale * (image @ text.T)
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    image_to_text = F.cross_entropy(logits_per_image, targets)
+    text_to_image = F.cross_entropy(logits_per_image.T, targets)
+    return (image_to_text + text_to_image) / 2
+
+
+def supervised_contrastive_loss(
+    features: Tensor, labels: Tensor, temperature: float = DEFAULT_SUPCON_TEMPERATURE
+) -> Tensor:
+    """Supervised contrastive loss, Khosla et al. 2020 ("L_out"), one view per sample.
+
+    Features are L2-normalised here. For anchor ``i`` with positives ``P(i)`` (the *other* samples
+    with the same label) and ``A(i)`` all samples but ``i``::
+
+        L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a in A(i)} exp(z_i.z_a / t) )
+
+    The loss is the mean of ``L_i`` over anchors with at least one positive. Anchors whose label
+    occurs once in the batch have no positive and are **excluded** from the mean (they still serve as
+    negatives for the others). If no anchor has a positive (e.g. a batch of one, or all labels
+    distinct) the result is an exact zero that is still connected to the autograd graph, so
+    ``backward`` works and gives zero gradients. Unlike the authors' reference code there is no
+    ``temperature / base_temperature`` factor. Each row is shifted by its maximum over ``a != i``
+    before the log-softmax, and self-similarity is masked with the dtype's most negative finite value
+    (not ``-inf``, so a row with nothing to compare to gives no NaN in the backward pass).
+
+    Args:
+        features: (batch, dim) embeddings (any scale).
+        labels: (batch,) integer class labels (any values; equality defines positives).
+        temperature: softmax temperature ``t`` > 0.
+
+    Example:
+        >>> z, y = torch.randn(6, 8), torch.tensor([0, 1, 0, 1, 1, 0])
+        >>> supervised_contrastive_loss(z, y, temperature=0.07).shape
+        torch.Size([])
+    """
+    _check_matrix("features", features)
+    labels = _as_vector("labels", labels)
+    if labels.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"`labels` has {labels.shape[0]} entries but `features` has {features.shape[0]} rows; "
+            "expected one label per row"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"`labels` must be an integer or bool tensor, got dtype {labels.dtype}")
+    temperature = _check_positive("temperature", temperature)
+
+    z = F.normalize(_at_least_float32(features), dim=-1)
+    n = z.shape[0]
+    logits = (z @ z.T) / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    lowest = torch.finfo(logits.dtype).min
+    # Shift by the row max over a != i first: with small temperatures the logits reach 1/t and
+    # `x - logsumexp(x)` would cancel catastrophically; the shift is a constant (no gradient).
+    row_max = logits.masked_fill(self_mask, lowest).amax(dim=1, keepdim=True).detach()
+    logits = (logits - row_max).masked_fill(self_mask, lowest)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    labels = labels.to(z.device)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    num_positives = positives.sum(dim=1)
+    has_positive = num_positives > 0
+    # masked_fill (not multiplication) so the huge-negative diagonal never meets a zero weight.
+    positive_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1)
+    per_anchor = -positive_log_prob / num_positives.clamp(min=1)
+    per_anchor = torch.where(has_positive, per_anchor, torch.zeros_like(per_anchor))
+    # Dividing by max(count, 1) keeps this free of host syncs and yields a connected 0 when count==0.
+    return per_anchor.sum() / has_positive.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed gathering
+# ----------------------------------------------------------------------------------------------
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_sizes(local_size: int, device: torch.device) -> list[int]:
+    _, world_size = _rank_and_world_size()
+    size = torch.tensor([local_size], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _all_gather_cat(tensor: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Concatenate every rank's ``tensor`` along dim 0 (no autograd); shards may differ in length."""
+    tensor = tensor.detach()
+    original_dtype = tensor.dtype
+    if original_dtype == torch.bool:
+        tensor = tensor.to(torch.uint8)  # not every backend reduces/gathers bool
+    longest = max(sizes)
+    if tensor.shape[0] < longest:
+        padding = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
+        tensor = torch.cat([tensor, padding], dim=0)
+    tensor = tensor.contiguous()
+    shards = [torch.empty_like(tensor) for _ in sizes]
+    dist.all_gather(shards, tensor)
+    gathered = torch.cat([shard[:size] for shard, size in zip(shards, sizes)], dim=0)
+    return gathered.to(original_dtype)
+
+
+class _GatherKeepLocalGrad(torch.autograd.Function):
+    """All-gather whose backward returns ``world_size *`` the gradient of the local slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, sizes: list[int], rank: int) -> Tensor:  # type: ignore[override]
+        ctx.start = sum(sizes[:rank])
+        ctx.stop = ctx.start + sizes[rank]
+        ctx.world_size = len(sizes)
+        return _all_gather_cat(tensor, sizes)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        return grad_output[ctx.start : ctx.stop] * ctx.world_size, None, None
+
+
+def _gather_with_grad(tensor: Tensor, sizes: list[int]) -> Tensor:
+    rank, _ = _rank_and_world_size()
+    return _GatherKeepLocalGrad.apply(tensor, sizes, rank)
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """All-gather ``tensor`` along dim 0 from every rank, keeping the autograd graph of the local shard.
+
+    Returns ``tensor`` unchanged when ``torch.distributed`` is not initialised or ``world_size == 1``.
+    Other ranks' shards are constants; the local shard's gradient is ``world_size`` times the
+    gradient of the gathered slice, which together with DDP's gradient averaging reproduces the
+    single-process gradients, *provided every rank computes the same loss from the gathered tensor*
+    (see the module docstring). Shards may have different lengths.
+
+    Example:
+        >>> gather_with_grad(torch.ones(2, 3)).shape  # single process: unchanged
+        torch.Size([2, 3])
+    """
+    _, world_size = _rank_and_world_size()
+    if world_size == 1:
+        return tensor
+    return _gather_with_grad(tensor, _gather_sizes(tensor.shape[0], tensor.device))
+
+
+def gather_no_grad(tensor: Tensor) -> Tensor:
+    """All-gather ``tensor`` along dim 0 from every rank without autograd (e.g. labels).
+
+    Returns ``tensor`` unchanged when ``torch.distributed`` is not initialised or ``world_size == 1``.
+
+    Example:
+        >>> gather_no_grad(torch.tensor([0, 1])).tolist()  # single process: unchanged
+        [0, 1]
+    """
+    _, world_size = _rank_and_world_size()
+    if world_size == 1:
+        return tensor
+    return _all_gather_cat(tensor, _gather_sizes(tensor.shape[0], tensor.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Composite loss
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompositeLossOutput:
+    """Total loss and its three (unweighted) terms, all scalar tensors in the autograd graph."""
+
+    loss: Tensor
+    bce_loss: Tensor
+    supcon_loss: Tensor
+    clip_loss: Tensor
+
+
+class CompositeLoss(nn.Module):
+    """``bce_weight * BCE + supcon_weight * SupCon + clip_weight * CLIP`` (the paper's Algorithm 1).
+
+    - BCE: ``BCEWithLogits`` of the single abnormality logit against the 0/1 label (1 = abnormal),
+      mean over the batch.
+    - SupCon: :func:`supervised_contrastive_loss` on ``fused_embeds`` with the class labels.
+    - CLIP: :func:`clip_loss` on ``image_embeds`` / ``text_embeds`` with ``logit_scale``.
+
+    With ``gather_distributed=True`` and ``torch.distributed`` initialised with ``world_size > 1``,
+    all inputs are gathered from every rank first (gradients kept for the local shard), so the value
+    on every rank equals the single-process loss over the global batch, BCE included; see the module
+    docstring for how this interacts with DDP's gradient averaging. Otherwise nothing is gathered.
+
+    Example:
+        >>> loss_fn = CompositeLoss()
+        >>> out = loss_fn(
+        ...     logits=torch.randn(4), labels=torch.tensor([0, 1, 1, 0]),
+        ...     image_embeds=torch.randn(4, 8), text_embeds=torch.randn(4, 8),
+        ...     fused_embeds=torch.randn(4, 8), logit_scale=torch.tensor(14.3),
+        ... )
+        >>> sorted(vars(out))
+        ['bce_loss', 'clip_loss', 'loss', 'supcon_loss']
+    """
+
+    def __init__(
+        self,
+        bce_weight: float = PAPER_BCE_WEIGHT,
+        supcon_weight: float = PAPER_SUPCON_WEIGHT,
+        clip_weight: float = PAPER_CLIP_WEIGHT,
+        supcon_temperature: float = DEFAULT_SUPCON_TEMPERATURE,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bce_weight = _check_weight("bce_weight", bce_weight)
+        self.supcon_weight = _check_weight("supcon_weight", supcon_weight)
+        self.clip_weight = _check_weight("clip_weight", clip_weight)
+        self.supcon_temperature = _check_positive("supcon_temperature", supcon_temperature)
+        self.gather_distributed = bool(gather_distributed)
+
+    def extra_repr(self) -> str:
+        return (
+            f"bce_weight={self.bce_weight}, supcon_weight={self.supcon_weight}, "
+            f"clip_weight={self.clip_weight}, supcon_temperature={self.supcon_temperature}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
+
+    def forward(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        image_embeds: Tensor,
+        text_embeds: Tensor,
+        fused_embeds: Tensor,
+        logit_scale: Tensor | float,
+    ) -> CompositeLossOutput:
+        """Compute the weighted loss and its terms.
+
+        Args:
+            logits: (batch,) or (batch, 1) abnormality logits (before the sigmoid).
+            labels: (batch,) or (batch, 1) labels, 0 = normal, 1 = abnormal (int, bool or float).
+            image_embeds, text_embeds, fused_embeds: (batch, dim) embeddings.
+            logit_scale: CLIP multiplier, already exponentiated.
+        """
+        logits = _as_vector("logits", logits)
+        labels = _as_vector("labels", labels)
+        if not logits.is_floating_point():
+            raise ValueError(f"`logits` must be a floating-point tensor, got dtype {logits.dtype}")
+        for name, embeds in (
+            ("image_embeds", image_embeds),
+            ("text_embeds", text_embeds),
+            ("fused_embeds", fused_embeds),
+        ):
+            _check_matrix(name, embeds)
+        batch_sizes = {
+            "logits": logits.shape[0],
+            "labels": labels.shape[0],
+            "image_embeds": image_embeds.shape[0],
+            "text_embeds": text_embeds.shape[0],
+            "fused_embeds": fused_embeds.shape[0],
+        }
+        if len(set(batch_sizes.values())) != 1:
+            raise ValueError(f"all inputs must have the same batch size, got {batch_sizes}")
+        binary = (labels == 0) | (labels == 1)
+        if not bool(binary.all()):
+            bad = labels[~binary].unique()[:5].tolist()
+            raise ValueError(
+                f"`labels` must be 0 (normal) or 1 (abnormal), got other values such as {bad}"
+            )
+
+        _, world_size = _rank_and_world_size()
+        if self.gather_distributed and world_size > 1:
+            sizes = _gather_sizes(logits.shape[0], logits.device)
+            logits = _gather_with_grad(logits, sizes)
+            image_embeds = _gather_with_grad(image_embeds, sizes)
+            text_embeds = _gather_with_grad(text_embeds, sizes)
+            fused_embeds = _gather_with_grad(fused_embeds, sizes)
+            labels = _all_gather_cat(labels, sizes)
+
+        logits = _at_least_float32(logits)
+        bce = F.binary_cross_entropy_with_logits(logits, labels.to(device=logits.device, dtype=logits.dtype))
+        supcon = supervised_contrastive_loss(
+            fused_embeds, labels.to(torch.long), temperature=self.supcon_temperature
+        )
+        contrastive = clip_loss(image_embeds, text_embeds, logit_scale)
+        loss = self.bce_weight * bce + self.supcon_weight * supcon + self.clip_weight * contrastive
+        return CompositeLossOutput(loss=loss, bce_loss=bce, supcon_loss=supcon, clip_loss=contrastive)

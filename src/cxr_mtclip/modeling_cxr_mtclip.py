@@ -1,0 +1,231 @@
+"""CxrMtClipModel: BiomedCLIP towers, a fused normal/abnormal head and the composite loss (paper Algorithm 1)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone import apply_freeze_policy, build_backbone, load_backbone_weights, resolve_backbone
+from .configuration_cxr_mtclip import CxrMtClipConfig
+from .losses import CompositeLoss
+
+
+@dataclass
+class CxrMtClipOutput(ModelOutput):
+    """Outputs of `CxrMtClipModel.forward`; every embedding is L2-normalised.
+
+    `loss` is `bce_weight * bce_loss + supcon_weight * supcon_loss + clip_weight * clip_loss` when labels
+    are given (a modality missing from the call leaves the terms that need it at zero).
+    """
+
+    loss: torch.Tensor | None = None
+    bce_loss: torch.Tensor | None = None
+    supcon_loss: torch.Tensor | None = None
+    clip_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    fused_embeds: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+
+
+class CxrMtClipPreTrainedModel(PreTrainedModel):
+    """Owns the config class and the weight init of the parts this package adds (the head)."""
+
+    config_class = CxrMtClipConfig
+    base_model_prefix = "cxr_mtclip"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the head is ours: backbone modules keep the weights they were built or loaded with.
+        if module is getattr(self, "classifier", None):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+
+class CxrMtClipModel(CxrMtClipPreTrainedModel):
+    """BiomedCLIP (open_clip) + `Linear(embed_dim, 1)` on dropout((V + T) / 2), trained with BCE + SupCon + CLIP.
+
+    Example:
+        >>> from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
+        >>> model = CxrMtClipModel(CxrMtClipConfig.tiny())
+        >>> out = model(pixel_values=torch.randn(2, 3, 64, 64), input_ids=torch.randint(5, 99, (2, 8)),
+        ...             labels=torch.tensor([0, 1]))
+        >>> out.loss.shape
+        torch.Size([])
+    """
+
+    def __init__(self, config: CxrMtClipConfig) -> None:
+        super().__init__(config)
+        self.backbone = build_backbone(config.open_clip_config, config.text_config_dict, config.init_logit_scale)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.embed_dim, 1)
+        self.loss_fn = CompositeLoss(
+            bce_weight=config.bce_weight,
+            supcon_weight=config.supcon_weight,
+            clip_weight=config.clip_weight,
+            supcon_temperature=config.supcon_temperature,
+            gather_distributed=config.gather_distributed,
+        )
+        self.post_init()
+        apply_freeze_policy(self.backbone, config.trainable_image_blocks, config.trainable_text_blocks)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CxrMtClipModel":
+        """transformers' loader, then the config's freeze policy (loading replaces the parameters)."""
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, tuple):  # output_loading_info=True
+            apply_freeze_policy(model[0].backbone, model[0].config.trainable_image_blocks, model[0].config.trainable_text_blocks)
+        else:
+            apply_freeze_policy(model.backbone, model.config.trainable_image_blocks, model.config.trainable_text_blocks)
+        return model
+
+    @classmethod
+    def from_backbone(
+        cls, name_or_path: str | os.PathLike | None = None, *, cache_dir: str | None = None, **overrides: Any
+    ) -> "CxrMtClipModel":
+        """Build the model around pretrained open_clip weights (an `hf-hub:` id or a local folder).
+
+        Example:
+            >>> model = CxrMtClipModel.from_backbone("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")  # doctest: +SKIP
+        """
+        name = str(name_or_path or CxrMtClipConfig().backbone)
+        source = resolve_backbone(name, cache_dir=cache_dir)
+        config = CxrMtClipConfig(
+            backbone=name,
+            open_clip_config=source.open_clip_config,
+            text_config=source.text_config,
+            image_mean=source.image_mean,
+            image_std=source.image_std,
+            **overrides,
+        )
+        model = cls(config)
+        if source.weights_path is not None:
+            load_backbone_weights(model.backbone, source.weights_path)
+        return model
+
+    # -- features ---------------------------------------------------------------------------------
+
+    def get_image_features(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Projected image embeddings (B, embed_dim)."""
+        features = self.backbone.encode_image(pixel_values)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        """Projected report embeddings (B, embed_dim)."""
+        features = self.backbone.encode_text(input_ids, attention_mask)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def get_fused_features(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """L2-normalised mean of the L2-normalised image and text embeddings (what the FAISS index holds)."""
+        image = self.get_image_features(pixel_values)
+        text = self.get_text_features(input_ids, attention_mask)
+        return fuse_embeddings(image, text)
+
+    def print_trainable_parameters(self) -> str:
+        """Print and return how many parameters are trainable, overall and per part."""
+        line = trainable_parameter_report(self)
+        print(line)
+        return line
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs: Any,
+    ) -> CxrMtClipOutput:
+        if pixel_values is None and input_ids is None:
+            raise ValueError("CxrMtClipModel.forward needs pixel_values, input_ids, or both")
+        image_raw = self.backbone.encode_image(pixel_values) if pixel_values is not None else None
+        text_raw = self.backbone.encode_text(input_ids, attention_mask) if input_ids is not None else None
+        return self.head_and_loss(image_raw, text_raw, labels=labels, return_loss=return_loss)
+
+    def head_and_loss(
+        self,
+        image_raw: torch.Tensor | None,
+        text_raw: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> CxrMtClipOutput:
+        """Everything after the towers: normalisation, fusion, classifier and composite loss."""
+        image_embeds = F.normalize(image_raw, dim=-1) if image_raw is not None else None
+        text_embeds = F.normalize(text_raw, dim=-1) if text_raw is not None else None
+        fused_embeds = logits = logits_per_image = logits_per_text = None
+        if image_raw is not None and text_raw is not None:
+            # Algorithm 1: the classifier sees dropout((V + T) / 2) of the projected embeddings.
+            logits = self.classifier(self.dropout((image_raw + text_raw) / 2)).squeeze(-1)
+            fused_embeds = fuse_embeddings(image_embeds, text_embeds)
+            scale = self.backbone.logit_scale.exp()
+            logits_per_image = scale * image_embeds @ text_embeds.t()
+            logits_per_text = logits_per_image.t()
+
+        if return_loss is None:
+            return_loss = labels is not None
+        losses: dict[str, torch.Tensor | None] = {}
+        if return_loss:
+            if logits is None:
+                raise ValueError("the composite loss needs both pixel_values and input_ids")
+            if labels is None:
+                raise ValueError("return_loss=True needs labels (0 = normal, 1 = abnormal)")
+            out = self.loss_fn(
+                logits=logits,
+                labels=labels,
+                image_embeds=image_embeds,
+                text_embeds=text_embeds,
+                fused_embeds=fused_embeds,
+                logit_scale=self.backbone.logit_scale.exp(),
+            )
+            losses = {"loss": out.loss, "bce_loss": out.bce_loss, "supcon_loss": out.supcon_loss, "clip_loss": out.clip_loss}
+        return CxrMtClipOutput(
+            **losses,
+            logits=logits,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            fused_embeds=fused_embeds,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+        )
+
+
+def fuse_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """L2-normalised mean of two L2-normalised embeddings (the paper's fused study vector)."""
+    return F.normalize((image_embeds + text_embeds) / 2, dim=-1)
+
+
+def trainable_parameter_report(model: CxrMtClipModel) -> str:
+    """One line: trainable / total parameters, overall and for each tower and the head."""
+    def count(module: nn.Module) -> tuple[int, int]:
+        params = list(module.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    parts = {
+        "image": count(model.backbone.visual),
+        "text": count(model.backbone.text),
+        "head": count(model.classifier),
+    }
+    trainable, total = count(model)
+    detail = ", ".join(f"{name} {t:,}/{n:,}" for name, (t, n) in parts.items())
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f} ({detail})"
