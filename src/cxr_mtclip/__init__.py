@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
+from .losses import CompositeLoss, CompositeLossOutput, clip_loss, supervised_contrastive_loss
 from .modeling_cxr_mtclip import CxrMtClipModel, CxrMtClipOutput, CxrMtClipPreTrainedModel, fuse_embeddings
 from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
@@ -13,11 +14,15 @@ AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
 
 __all__ = [
     "BIOMEDCLIP_HUB_ID",
+    "CompositeLoss",
+    "CompositeLossOutput",
     "CxrMtClipConfig",
     "CxrMtClipModel",
     "CxrMtClipOutput",
     "CxrMtClipPreTrainedModel",
     "CxrMtClipProcessor",
     "build_wordpiece_tokenizer",
+    "clip_loss",
+    "supervised_contrastive_loss",
     "fuse_embeddings",
 ]

@@ -155,8 +155,8 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        **kwargs: Any,
     ) -> CxrMtClipOutput:
+        # No **kwargs on purpose: transformers' Trainer rescales the loss of models that accept loss kwargs.
         if pixel_values is None and input_ids is None:
             raise ValueError("CxrMtClipModel.forward needs pixel_values, input_ids, or both")
         image_raw = self.backbone.encode_image(pixel_values) if pixel_values is not None else None
