@@ -173,3 +173,21 @@ def test_head_init_touches_only_the_head(tiny_config):
         model._init_weights(module)
     assert model.classifier.weight.abs().max() < 1.0
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+
+
+def test_fully_trainable_towers_get_gradients_in_every_block():
+    torch.manual_seed(0)
+    model = CxrMtClipModel(CxrMtClipConfig.tiny(dropout=0.0, trainable_image_blocks=-1, trainable_text_blocks=-1))
+    assert model.backbone.visual.first_trainable_block() == 0 and model.backbone.text.first_trainable_block() == 0
+    model(**make_batch()).loss.backward()
+    assert model.backbone.visual.trunk.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.backbone.text.transformer.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_frozen_trunk_runs_without_autograd_and_matches_the_plain_forward(model):
+    pixels = make_batch()["pixel_values"]
+    hidden, start = model.backbone.visual.frozen_trunk(pixels)
+    assert start == 1 and not hidden.requires_grad
+    visual = model.backbone.visual
+    plain = visual.project(visual.run_blocks(visual.embed_tokens(pixels)))
+    assert torch.allclose(visual(pixels), plain, atol=1e-6)

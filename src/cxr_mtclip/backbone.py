@@ -92,8 +92,20 @@ class VisionTower(nn.Module):
         pooled = trunk.forward_head(hidden, pre_logits=True)
         return self.head(pooled)
 
+    def first_trainable_block(self) -> int:
+        """Index of the first block with a trainable parameter (0 if the embeddings train; len(blocks) if none)."""
+        return _first_trainable(self.trunk.blocks, [self.trunk.patch_embed, self.trunk.cls_token, self.trunk.pos_embed])
+
+    def frozen_trunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Run the frozen part once, without autograd: (input of the first trainable block, its index)."""
+        start = self.first_trainable_block()
+        with torch.no_grad():
+            hidden = self.run_blocks(self.embed_tokens(pixel_values), 0, start)
+        return hidden, start
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.project(self.run_blocks(self.embed_tokens(pixel_values)))
+        hidden, start = self.frozen_trunk(pixel_values)
+        return self.project(self.run_blocks(hidden, start))
 
 
 class TextTower(HFTextEncoder):
@@ -138,11 +150,37 @@ class TextTower(HFTextEncoder):
         pooled = self.pooler(_LastHidden(hidden), attention_mask)
         return self.proj(pooled)
 
+    def first_trainable_block(self) -> int:
+        """Index of the first layer with a trainable parameter (0 if the embeddings train; len(layers) if none)."""
+        return _first_trainable(self.transformer.encoder.layer, [self.transformer.embeddings])
+
+    def frozen_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Run the frozen part once, without autograd: (input of the first trainable layer, its index)."""
+        start = self.first_trainable_block()
+        with torch.no_grad():
+            hidden = self.run_blocks(self.embed_tokens(input_ids), attention_mask, 0, start)
+        return hidden, start
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        hidden = self.run_blocks(self.embed_tokens(input_ids), attention_mask)
-        return self.project(hidden, attention_mask)
+        hidden, start = self.frozen_trunk(input_ids, attention_mask)
+        return self.project(self.run_blocks(hidden, attention_mask, start), attention_mask)
+
+
+def _first_trainable(blocks: nn.ModuleList, stem: list[nn.Module | nn.Parameter]) -> int:
+    """Frozen blocks can run without autograd only up to the first one that trains (and only if the stem is frozen)."""
+    def trains(part: nn.Module | nn.Parameter) -> bool:
+        if isinstance(part, nn.Parameter):
+            return part.requires_grad
+        return any(p.requires_grad for p in part.parameters())
+
+    if any(trains(part) for part in stem if part is not None):
+        return 0
+    for index, block in enumerate(blocks):
+        if trains(block):
+            return index
+    return len(blocks)
 
 
 @dataclass
