@@ -7,6 +7,7 @@ This is the only module that imports open_clip. The module tree and parameter na
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -99,7 +100,7 @@ class VisionTower(nn.Module):
     def frozen_trunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Run the frozen part once, without autograd: (input of the first trainable block, its index)."""
         start = self.first_trainable_block()
-        with torch.no_grad():
+        with torch.no_grad() if start > 0 else contextlib.nullcontext():
             hidden = self.run_blocks(self.embed_tokens(pixel_values), 0, start)
         return hidden, start
 
@@ -157,7 +158,7 @@ class TextTower(HFTextEncoder):
     def frozen_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Run the frozen part once, without autograd: (input of the first trainable layer, its index)."""
         start = self.first_trainable_block()
-        with torch.no_grad():
+        with torch.no_grad() if start > 0 else contextlib.nullcontext():
             hidden = self.run_blocks(self.embed_tokens(input_ids), attention_mask, 0, start)
         return hidden, start
 
