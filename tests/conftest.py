@@ -51,7 +51,7 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list(".,;:0123456789")
     vocab = specials + TINY_WORDS + letters + [f"##{c}" for c in letters]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+    BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True).save_pretrained(str(folder))
     return folder
 
 

@@ -79,3 +79,22 @@ def test_save_and_load_round_trip(tiny_processor, tmp_path):
 def test_from_pretrained_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="processor_config.json"):
         CxrMtClipProcessor.from_pretrained(tmp_path)
+
+
+def test_tiny_tokenizer_knows_its_words(tiny_processor):
+    ids = tiny_processor(text=["heart size normal"])["input_ids"][0].tolist()
+    unk = tiny_processor.tokenizer.unk_token_id
+    assert len(ids) == 5 and unk not in ids
+
+
+def test_build_wordpiece_tokenizer_learns_the_corpus(tmp_path):
+    from cxr_mtclip import build_wordpiece_tokenizer
+    from cxr_mtclip.processing_cxr_mtclip import CxrMtClipProcessor
+
+    corpus = ["the heart is enlarged", "small left pleural effusion", "lungs are clear"] * 5
+    tokenizer = build_wordpiece_tokenizer(corpus, tmp_path / "tok", vocab_size=200)
+    assert 30 < len(tokenizer) <= 200
+    ids = tokenizer("left pleural effusion")["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    reloaded = CxrMtClipProcessor(tokenizer).tokenizer.__class__.from_pretrained(str(tmp_path / "tok"))
+    assert reloaded("left pleural effusion")["input_ids"] == ids

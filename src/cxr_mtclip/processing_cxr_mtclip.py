@@ -210,6 +210,7 @@ def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.Pat
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(folder))
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # from_pretrained reads vocab.txt in every transformers version (v5's constructor no longer takes vocab_file)
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
