@@ -98,3 +98,11 @@ def test_build_wordpiece_tokenizer_learns_the_corpus(tmp_path):
     assert tokenizer.unk_token_id not in ids
     reloaded = CxrMtClipProcessor(tokenizer).tokenizer.__class__.from_pretrained(str(tmp_path / "tok"))
     assert reloaded("left pleural effusion")["input_ids"] == ids
+
+
+def test_build_wordpiece_tokenizer_replaces_an_older_one(tmp_path):
+    from cxr_mtclip import build_wordpiece_tokenizer
+
+    build_wordpiece_tokenizer(["alpha beta"], tmp_path / "tok", vocab_size=60)
+    tokenizer = build_wordpiece_tokenizer(["cardiomegaly effusion"] * 3, tmp_path / "tok", vocab_size=200)
+    assert tokenizer.unk_token_id not in tokenizer("cardiomegaly effusion")["input_ids"]

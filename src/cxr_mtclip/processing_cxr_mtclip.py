@@ -201,16 +201,23 @@ class CxrMtClipProcessor:
 
 
 def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.PathLike, vocab_size: int = 2000) -> PreTrainedTokenizerBase:
-    """Train a small uncased BERT WordPiece tokenizer on `texts` (offline) and save it; for tiny/demo models."""
+    """Train a small uncased BERT WordPiece tokenizer on `texts` (offline) and save it; for tiny/demo models.
+
+    The folder is replaced as a whole, so files of an earlier tokenizer never shadow the new vocabulary.
+    """
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
+    from .atomic import atomic_directory
+
+    texts = [str(t) for t in texts]
+    if not any(t.strip() for t in texts):
+        raise ValueError("build_wordpiece_tokenizer needs at least one non-empty text")
     trainer = BertWordPieceTokenizer(lowercase=True)
-    trainer.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, show_progress=False)
-    folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(folder))
-    # from_pretrained reads vocab.txt in every transformers version (v5's constructor no longer takes vocab_file)
-    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
-    tokenizer.save_pretrained(str(folder))
-    return tokenizer
+    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    with atomic_directory(save_directory) as tmp:
+        trainer.save_model(str(tmp))
+        # from_pretrained reads vocab.txt in every transformers version (v5's constructor ignores vocab_file)
+        tokenizer = BertTokenizerFast.from_pretrained(str(tmp), do_lower_case=True)
+        tokenizer.save_pretrained(str(tmp))
+    return BertTokenizerFast.from_pretrained(str(save_directory))
