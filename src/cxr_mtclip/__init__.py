@@ -9,10 +9,43 @@ from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
 __version__ = "0.1.0"
 
+# Heavier parts load on first use: `from cxr_mtclip import CxrMtClipTrainer` imports the Trainer only then.
+_LAZY = {
+    "CxrMtClipTrainer": "training",
+    "CxrMtClipTrainingArguments": "training",
+    "CxrMtClipDataCollator": "training",
+    "load_openi": "data",
+    "split_openi": "data",
+    "make_phantom_openi": "data",
+    "build_openi_dataset": "data",
+    "OPENI_FEATURES": "data",
+    "embed_dataset": "retrieval",
+    "build_index": "retrieval",
+    "RetrievalIndex": "retrieval",
+    "search_by_image": "retrieval",
+    "search_by_text": "retrieval",
+    "search_similar_studies": "retrieval",
+    "save_faiss_index": "retrieval",
+    "load_faiss_index": "retrieval",
+    "retrieval_metrics": "evaluation",
+    "bidirectional_retrieval_metrics": "evaluation",
+    "classification_metrics": "evaluation",
+    "evaluate_models": "evaluate_retrieval",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cxr_mtclip' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
 AutoConfig.register(CxrMtClipConfig.model_type, CxrMtClipConfig, exist_ok=True)
 AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
 
-__all__ = [
+__all__ = [*_LAZY,
     "BIOMEDCLIP_HUB_ID",
     "CompositeLoss",
     "CompositeLossOutput",

@@ -1,0 +1,32 @@
+"""Fine-tune CxrMtClipModel with the paper's multi-task loss (optionally after an optuna search of the loss weights).
+
+Single process:
+    python examples/train.py --backbone tiny --phantoms 400 --output_dir runs/tiny --num_train_epochs 2
+
+Two processes on CPU (gloo) or GPUs; negatives come from the global batch:
+    accelerate launch --multi_gpu --num_processes 2 examples/train.py --backbone tiny --phantoms 400 --output_dir runs/tiny
+
+(accelerate 1.x only starts several processes with --multi_gpu, even without a GPU; with --cpu it starts one.)
+
+BiomedCLIP on a saved OpenI DatasetDict, with a 20-trial search of the loss weights:
+    accelerate launch examples/train.py --dataset data/openi --output_dir runs/openi --hpo_trials 20
+
+All flags: `python examples/train.py --help` (model, data and CxrMtClipTrainingArguments fields).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from cxr_mtclip.training import TrainingRunResult, parse_training_args, run_training
+
+
+def main(argv: Sequence[str] | None = None) -> TrainingRunResult:
+    """Parse the flags (or one .json file of them) and train; returns what was written and measured."""
+    model_args, data_args, training_args = parse_training_args(sys.argv[1:] if argv is None else argv)
+    return run_training(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()

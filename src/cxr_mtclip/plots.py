@@ -1,0 +1,141 @@
+"""Figures written as PNG files: t-SNE of embeddings by label, and training loss curves per loss term.
+
+Uses matplotlib's object API (`Figure`, no pyplot), so no GUI backend is selected and no global
+state changes; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_file
+
+__all__ = ["LOSS_TERMS", "plot_loss_curves", "plot_tsne", "tsne_perplexity"]
+
+LOSS_TERMS = ("loss", "bce_loss", "supcon_loss", "clip_loss")
+_EXACT_TSNE_MAX_POINTS = 500
+_LABEL_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def tsne_perplexity(num_points: int) -> float:
+    """sklearn's default 30, lowered to (n - 1) / 3 for small n (t-SNE needs perplexity < n).
+
+    Example:
+        >>> tsne_perplexity(24)
+        7.666666666666667
+    """
+    if num_points < 4:
+        raise ValueError(f"t-SNE needs at least 4 points, got {num_points}")
+    return float(min(30.0, max(1.0, (num_points - 1) / 3)))
+
+
+def plot_tsne(
+    embeds: Any,
+    labels: Any,
+    path: str | os.PathLike,
+    title: str,
+    *,
+    seed: int = 0,
+    label_names: Sequence[str] = ("normal", "abnormal"),
+    perplexity: float | None = None,
+) -> Path:
+    """2-D t-SNE (cosine metric, PCA init, `seed`) of `embeds`, points coloured by label, saved as a PNG.
+
+    Example:
+        >>> plot_tsne(fused, labels, "out/tsne.png", "fine-tuned, test split")  # doctest: +SKIP
+    """
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(embeds, dtype=np.float64)
+    classes = np.asarray(labels)
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ValueError(f"embeds must have shape (n, dim), got {points.shape}")
+    if classes.shape != (points.shape[0],):
+        raise ValueError(f"labels must have shape ({points.shape[0]},) (one per embedding), got {classes.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("embeds contain NaN or infinite values")
+    if perplexity is None:
+        perplexity = tsne_perplexity(points.shape[0])
+    elif not 0 < perplexity < points.shape[0]:
+        raise ValueError(f"perplexity must be in (0, {points.shape[0]}), got {perplexity}")
+    coords = TSNE(
+        n_components=2, perplexity=perplexity, metric="cosine", init="pca", learning_rate="auto", random_state=seed,
+        # exact gradients are faster than Barnes-Hut for a few hundred points
+        method="exact" if points.shape[0] <= _EXACT_TSNE_MAX_POINTS else "barnes_hut",
+    ).fit_transform(points)
+
+    figure, axes = _figure(6.0, 6.0)
+    for i, value in enumerate(sorted(np.unique(classes).tolist())):
+        chosen = classes == value
+        name = label_names[int(value)] if isinstance(value, (int, np.integer)) and 0 <= value < len(label_names) else str(value)
+        axes.scatter(coords[chosen, 0], coords[chosen, 1], s=14, alpha=0.8, color=_LABEL_COLOURS[i % len(_LABEL_COLOURS)],
+                     label=f"{name} (n={int(chosen.sum())})", edgecolors="none")
+    axes.set_title(title, fontsize=10)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(loc="best", fontsize=8, frameon=True)
+    figure.text(0.01, 0.01, f"t-SNE, cosine, perplexity {perplexity:.1f}, seed {seed}", fontsize=7, color="#555555")
+    return _save(figure, path)
+
+
+def plot_loss_curves(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Per-term loss curves (`loss`, `bce_loss`, `supcon_loss`, `clip_loss`) from a Trainer `state.log_history`.
+
+    Training entries are solid lines; ``eval_``-prefixed entries are dashed with markers. Terms
+    absent from the history are skipped; a history with none of them raises ValueError.
+
+    Example:
+        >>> plot_loss_curves(trainer.state.log_history, "out/loss_curves.png")  # doctest: +SKIP
+    """
+    if isinstance(log_history, Mapping) or not isinstance(log_history, Sequence):
+        raise ValueError("log_history must be a list of dicts (Trainer.state.log_history)")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for position, entry in enumerate(log_history):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"log_history[{position}] must be a dict, got {type(entry).__name__}")
+        step = entry.get("step", position)
+        for prefix in ("", "eval_"):
+            for term in LOSS_TERMS:
+                value = entry.get(prefix + term)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    steps, values = series.setdefault(prefix + term, ([], []))
+                    steps.append(float(step))
+                    values.append(float(value))
+    if not series:
+        raise ValueError(f"log_history has none of {LOSS_TERMS} (nor their eval_ versions) to plot")
+
+    figure, axes = _figure(7.0, 4.5)
+    for i, term in enumerate(LOSS_TERMS):
+        colour = _LABEL_COLOURS[i % len(_LABEL_COLOURS)]
+        if term in series:
+            axes.plot(*series[term], color=colour, linewidth=1.5, label=term)
+        if "eval_" + term in series:
+            axes.plot(*series["eval_" + term], color=colour, linewidth=1.2, linestyle="--", marker="o", markersize=3,
+                      label="eval_" + term)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (unweighted term; `loss` is the weighted sum)")
+    axes.set_title(title or "Training loss per term", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return _save(figure, path)
+
+
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    return figure, figure.add_subplot(1, 1, 1)
+
+
+def _save(figure: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
