@@ -1,0 +1,150 @@
+"""Every `cxr-mtclip` subcommand: one success and one bad input (exit code 2, one-line message)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cxr_mtclip import CxrMtClipModel
+from cxr_mtclip.cli import main
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A small phantom DatasetDict and a saved tiny model + processor sized for its images."""
+    from cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+    from cxr_mtclip.demo import demo_config
+
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["build-dataset", "--phantoms", "48", "--out", str(root / "data"), "--seed", "1"]) == 0
+    from datasets import load_from_disk
+
+    splits = load_from_disk(str(root / "data"))
+    tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], root / "tok", vocab_size=300)
+    config = demo_config(len(tokenizer))
+    torch.manual_seed(0)
+    model = CxrMtClipModel(config)
+    model.save_pretrained(root / "model")
+    CxrMtClipProcessor.from_config(config, tokenizer).save_pretrained(root / "model")
+    return root
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_for_every_subcommand():
+    for command in ["build-dataset", "train", "embed", "index", "search", "evaluate", "demo", "serve"]:
+        result = subprocess.run([sys.executable, "-m", "cxr_mtclip.cli", command, "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "usage" in result.stdout.lower()
+
+
+def test_bad_arguments_exit_2_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--model", "/no/such/model", "--dataset", "/no/such/data", "--text", "x"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/no/such/model: no such folder" in err[0]
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+
+
+def test_build_dataset(workspace, capsys, tmp_path):
+    code, out, err = run(["build-dataset", "--phantoms", "20", "--out", str(tmp_path / "d")], capsys)
+    assert code == 0 and "SYNTHETIC" in out
+    code, out, err = run(["build-dataset", "--phantoms", "20", "--out", str(tmp_path / "d")], capsys)
+    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["build-dataset", "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and "SOURCE" in err
+
+
+def test_build_dataset_from_real_openi(openi_dir, tmp_path, capsys):
+    code, out, err = run(["build-dataset", str(openi_dir / "raw"), "--reports-only", "--out", str(tmp_path / "real")], capsys)
+    assert code == 0, err
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(tmp_path / "real"))["test"]
+    assert sorted(test["label"]).count(0) == 200 and sorted(test["label"]).count(1) == 200
+
+
+def test_embed_and_index(workspace, capsys, tmp_path):
+    code, out, err = run(["embed", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
+                          "--split", "test", "--out", str(tmp_path / "emb")], capsys)
+    assert code == 0, err
+    assert "SYNTHETIC" in out
+    code, out, err = run(["index", "--dataset", str(tmp_path / "emb"), "--kind", "flat", "--out", str(tmp_path / "idx.faiss")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "idx.faiss").is_file()
+    code, out, err = run(["embed", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
+                          "--split", "nope", "--out", str(tmp_path / "emb2")], capsys)
+    assert code == 2 and "no split 'nope'" in err
+    code, out, err = run(["index", "--dataset", str(workspace / "data" / "test"), "--out", str(tmp_path / "i2.faiss")], capsys)
+    assert code == 2 and "fused_embeds" in err
+
+
+def test_search_text_and_image(workspace, capsys, tmp_path):
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(workspace / "data"))["test"]
+    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
+                          "--split", "test", "--text", test[0]["report"], "-k", "3", "--json"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert len(payload["results"]) == 3 and "SYNTHETIC" in payload["data"]
+    assert {"uid", "label", "score", "report"} <= set(payload["results"][0])
+    image_path = tmp_path / "query.png"
+    test[0]["image"].save(image_path)
+    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
+                          "--split", "test", "--image", str(image_path), "--mode", "cross-modal"], capsys)
+    assert code == 0, err
+    assert "rank" in out and "SYNTHETIC" in out
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("hello")
+    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
+                          "--image", str(bad)], capsys)
+    assert code == 2 and "not a readable image" in err
+
+
+def test_evaluate(workspace, capsys, tmp_path):
+    code, out, err = run(["evaluate", "--dataset", str(workspace / "data"), "--split", "test",
+                          "--model", f"tiny={workspace / 'model'}", "--output-dir", str(tmp_path / "ev"),
+                          "--data-note", "synthetic phantoms", "--ks", "1", "3"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "ev" / "results.json").is_file()
+    code, out, err = run(["evaluate", "--dataset", str(tmp_path / "missing"), "--model", f"x={workspace / 'model'}",
+                          "--output-dir", str(tmp_path / "ev2")], capsys)
+    assert code == 2
+
+
+def test_train(workspace, capsys, tmp_path):
+    code, out, err = run(["train", "--backbone", "tiny", "--dataset", str(workspace / "data"), "--output_dir",
+                          str(tmp_path / "run"), "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+                          "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "all_results.json").is_file()
+    code, out, err = run(["train", "--backbone", "tiny", "--dataset", str(tmp_path / "missing"),
+                          "--output_dir", str(tmp_path / "run2")], capsys)
+    assert code == 2
+
+
+def test_demo_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--n-studies", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--openi", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+
+
+def test_serve_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--model", str(tmp_path), "--dataset", str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    code, out, err = run(["serve", "--model", str(tmp_path), "--dataset", str(tmp_path)], capsys)
+    assert code == 2 and "not a saved cxr_mtclip model" in err
