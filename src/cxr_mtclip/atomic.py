@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -35,6 +35,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -51,6 +52,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=str(path.parent)))
             os.replace(path, old / "x")
@@ -61,3 +63,54 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_update_directory(
+    path: str | os.PathLike, *, last: Sequence[str] = (), stale: Sequence[str] = ()
+) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success each entry is renamed into `path`, the `last` names last.
+
+    Unlike `atomic_directory`, other files already in `path` (checkpoints, logs) are kept; every written
+    file is replaced by a rename, so a reader sees the old or the new version of it, never a partial one.
+    Files in `path` matching a `stale` glob pattern that the new content does not hold are removed before
+    the `last` names land (e.g. shards of an earlier, differently sharded save). On error `path` is untouched.
+
+    Example:
+        >>> with atomic_update_directory("model", last=("config.json",)) as tmp:  # doctest: +SKIP
+        ...     model.save_pretrained(tmp)
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    try:
+        yield tmp
+        new = {entry.name for entry in tmp.iterdir()}
+        for name in sorted(new - set(last)):
+            _replace_entry(tmp / name, path / name)
+        for pattern in stale:
+            for old in path.glob(pattern):
+                if old.name not in new and old.is_file():
+                    old.unlink()
+        for name in last:
+            if name in new:
+                _replace_entry(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_entry(source: Path, target: Path) -> None:
+    """Rename `source` over `target`; a folder target is moved aside first (os.replace cannot overwrite one)."""
+    if source.is_dir() and target.is_dir():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=str(target.parent)))
+        os.replace(target, aside / "x")
+        os.replace(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -1,0 +1,474 @@
+"""Evaluate one or more models on a split: every retrieval metric both ways, the head's classification, t-SNE.
+
+`evaluate_models` writes into `output_dir`:
+
+* ``results.json``: the data note, protocol, counts, and per model every metric, its bootstrap CI,
+  the paper-mode self-match analysis and a FAISS-vs-numpy agreement check;
+* ``results.md``: tables laid out like the paper's Tables I-III (rows metrics, columns models,
+  one table per direction), each headed by the data note;
+* ``tsne_<model>.png``: t-SNE of the fused embeddings coloured by label, one per model.
+
+Protocols (see `cxr_mtclip.retrieval`): ``cross-modal`` ranks image queries against report
+embeddings and report queries against image embeddings; ``paper`` ranks both against the fused
+embeddings (Algorithm 2). In the paper protocol query ``i``'s own embedding is half of fused row
+``i``, so an image query scores its own study at ``sqrt((1 + cos(v_i, t_i)) / 2) >= sqrt(1/2)``
+whatever the model learned. Two measurements show what that does: the same metrics with the query's
+own row removed from the gallery (``paper (own pair excluded)``: Accuracy@k is undefined there, the
+duplicate-aware and label metrics remain), and ``self_match``: paper vs cross-modal Accuracy@k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+
+from .atomic import atomic_write_text
+from .evaluation import (
+    DIRECTIONS,
+    bidirectional_retrieval_results,
+    classification_metrics,
+    format_paper_tables,
+    normalise_report_text,
+    retrieval_bootstrap_cis,
+)
+from .plots import plot_tsne
+from .retrieval import (
+    EMBEDDING_COLUMNS,
+    LOGITS_COLUMN,
+    _present_mask,
+    build_index,
+    embed_dataset,
+    embedding_model_fingerprint,
+    load_retrieval_model,
+)
+
+__all__ = ["PROTOCOLS", "build_parser", "default_data_note", "evaluate_models", "main", "model_slug"]
+
+PROTOCOLS = ("cross-modal", "paper", "both")
+PAPER_EXCLUDED = "paper (own pair excluded)"
+_INDEX_BY_PROTOCOL = {
+    ("cross-modal", "image_to_text"): ("image_embeds", "text_embeds"),
+    ("cross-modal", "text_to_image"): ("text_embeds", "image_embeds"),
+    ("paper", "image_to_text"): ("image_embeds", "fused_embeds"),
+    ("paper", "text_to_image"): ("text_embeds", "fused_embeds"),
+}
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe form of a model name.
+
+    Example:
+        >>> model_slug("fine-tuned (seed 1)")
+        'fine-tuned_seed_1'
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.")
+    return slug or "model"
+
+
+def evaluate_models(
+    models: Mapping[str, tuple[torch.nn.Module, Any]],
+    dataset: Dataset,
+    output_dir: str | os.PathLike,
+    *,
+    protocol: Literal["cross-modal", "paper", "both"] = "both",
+    data_note: str,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    seed: int = 0,
+    batch_size: int = 32,
+    n_boot: int = 1000,
+    tsne: bool = True,
+    image_column: str = "image",
+    text_column: str = "report",
+    label_column: str = "label",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Embed `dataset` with each model, compute every metric, write results.json, results.md and t-SNE PNGs.
+
+    Args:
+        models: ``{name: (model, processor)}``, e.g. ``{"zero-shot": ..., "fine-tuned": ...}``.
+        dataset: one split with ``image``, ``report`` and ``label`` (0 normal / 1 abnormal) columns;
+            rows without an image or report are left out and counted.
+        protocol: which retrieval protocols are reported (``both`` = cross-modal and paper).
+        data_note: where the data came from (e.g. "synthetic phantom images"); heads every table.
+        seed: seeds the bootstrap CIs and the t-SNE.
+        n_boot: bootstrap resamples per metric (0 = no confidence intervals).
+
+    Returns the content of results.json (NaN written as null).
+
+    Example:
+        >>> evaluate_models({"tiny": (model, processor)}, splits["test"], "out/", data_note="phantoms")  # doctest: +SKIP
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if not isinstance(data_note, str) or not data_note.strip():
+        raise ValueError("data_note must be a non-empty string saying where the data came from")
+    if not models:
+        raise ValueError("models is empty; expected {name: (model, processor)}")
+    for name, pair in models.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"model names must be non-empty strings, got {name!r}")
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValueError(f"models[{name!r}] must be a (model, processor) tuple")
+    slugs = [model_slug(name) for name in models]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"model names {list(models)} collide once made file-name safe ({slugs})")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    for column in (image_column, text_column, label_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"dataset has no '{column}' column; columns: {dataset.column_names}")
+
+    protocols = ["cross-modal", "paper"] if protocol == "both" else [protocol]
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    evaluable, counts = _evaluable_rows(dataset, image_column, text_column, label_column)
+    ks = tuple(sorted({int(k) for k in ks}))
+    if counts["evaluated"] < 4 or (ks and ks[-1] > counts["evaluated"] - 1):
+        raise ValueError(
+            f"{counts['evaluated']} evaluable studies (image + report) are too few for ks={ks}: need at least "
+            f"max(ks) + 1 (the paper protocol with the own pair excluded ranks n - 1 items) and at least 4"
+        )
+    labels = np.asarray(evaluable[label_column], dtype=np.int64)
+    texts = list(evaluable[text_column])
+
+    per_model: dict[str, Any] = {}
+    for (name, (model, processor)), slug in zip(models.items(), slugs):
+        embedded = embed_dataset(
+            model, processor, evaluable, batch_size=batch_size, columns=(*EMBEDDING_COLUMNS, LOGITS_COLUMN),
+            image_column=image_column, text_column=text_column, show_progress=show_progress,
+        )
+        arrays = _numpy_columns(embedded, (*EMBEDDING_COLUMNS, LOGITS_COLUMN))
+        entry = _evaluate_one(arrays, labels, texts, protocols, ks, seed, n_boot)
+        entry["fingerprint"] = embedding_model_fingerprint(embedded)
+        entry["index_check"] = _index_agreement(embedded, arrays, protocols, show_progress)
+        if tsne:
+            png = output / f"tsne_{slug}.png"
+            plot_tsne(arrays["fused_embeds"], labels, png, f"{name}: fused embeddings ({counts['evaluated']} studies)",
+                      seed=seed)
+            entry["tsne_png"] = png.name
+        per_model[name] = entry
+
+    results = _json_safe({
+        "data_note": data_note.strip(),
+        "protocol": protocol,
+        "protocols": protocols,
+        "ks": list(ks),
+        "seed": seed,
+        "n_boot": n_boot,
+        "counts": counts,
+        "models": per_model,
+    })
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    atomic_write_text(output / "results.md", _markdown(results))
+    return results
+
+
+def _evaluable_rows(
+    dataset: Dataset, image_column: str, text_column: str, label_column: str
+) -> tuple[Dataset, dict[str, Any]]:
+    """Rows with an image and a non-blank report, plus counts of what was left out and why."""
+    if not isinstance(dataset.features[image_column], ImageFeature):
+        raise ValueError(f"column '{image_column}' must be a datasets.Image() feature, got {dataset.features[image_column]}")
+    reports = dataset[text_column]
+    has_image = _present_mask(dataset, image_column)
+    has_report = np.array([isinstance(r, str) and bool(r.strip()) for r in reports], dtype=bool)
+    keep = has_image & has_report
+    evaluable = dataset if keep.all() else dataset.select(np.flatnonzero(keep))
+    labels = np.asarray(evaluable[label_column])
+    bad = sorted({int(v) for v in np.unique(labels)} - {0, 1}) if labels.size else []
+    if bad:
+        raise ValueError(f"column '{label_column}' must hold 0 (normal) / 1 (abnormal); found {bad}")
+    kept_reports = [r for r, k in zip(reports, keep) if k]
+    counts: dict[str, Any] = {
+        "rows": len(dataset),
+        "evaluated": int(keep.sum()),
+        "left_out_no_image": int((~has_image).sum()),
+        "left_out_no_report": int((has_image & ~has_report).sum()),
+        "labels": {"normal": int((labels == 0).sum()), "abnormal": int((labels == 1).sum())},
+        "unique_reports": len({normalise_report_text(r) for r in kept_reports}),
+    }
+    if "source" in evaluable.column_names:
+        counts["sources"] = dict(sorted(Counter(evaluable["source"]).items()))
+    return evaluable, counts
+
+
+def _numpy_columns(dataset: Dataset, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    with dataset.formatted_as(type="numpy", columns=list(columns), dtype=np.float32):
+        block = dataset[:]
+        return {column: np.asarray(block[column], dtype=np.float32) for column in columns}
+
+
+def _evaluate_one(
+    arrays: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    texts: list[str],
+    protocols: list[str],
+    ks: tuple[int, ...],
+    seed: int,
+    n_boot: int,
+) -> dict[str, Any]:
+    image, text, fused = arrays["image_embeds"], arrays["text_embeds"], arrays["fused_embeds"]
+    runs: dict[str, Any] = {}
+    needed = set(protocols) | ({"cross-modal"} if "paper" in protocols else set())
+    for name in ("cross-modal", "paper"):
+        if name in needed:
+            runs[name] = bidirectional_retrieval_results(
+                image, text, labels, ks, texts, protocol=name, fused_embeds=fused if name == "paper" else None
+            )
+    if "paper" in protocols:
+        runs[PAPER_EXCLUDED] = bidirectional_retrieval_results(
+            image, text, labels, ks, texts, protocol="paper", fused_embeds=fused, exclude_self=True
+        )
+    reported = [*protocols, *([PAPER_EXCLUDED] if "paper" in protocols else [])]
+
+    entry: dict[str, Any] = {"metrics": {}, "bootstrap_ci": {}, "skipped_queries": {}}
+    for name in reported:
+        entry["metrics"][name] = {
+            f"{direction}/{key}": value for direction, result in runs[name].items() for key, value in result.metrics.items()
+        }
+        entry["skipped_queries"][name] = {
+            direction: {"map": result.n_skipped_map, "roc_auc": result.n_skipped_roc_auc}
+            for direction, result in runs[name].items()
+        }
+        if n_boot:
+            entry["bootstrap_ci"][name] = {
+                f"{direction}/{key}": list(ci)
+                for direction, result in runs[name].items()
+                for key, ci in retrieval_bootstrap_cis(result, n_boot=n_boot, seed=seed).items()
+            }
+    entry["classification"] = classification_metrics(arrays[LOGITS_COLUMN], labels)
+    if "paper" in runs:
+        entry["self_match"] = _self_match(runs, image, text, fused, ks)
+    return entry
+
+
+def _self_match(runs: Mapping[str, Any], image: np.ndarray, text: np.ndarray, fused: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
+    """Paper vs cross-modal Accuracy@k per direction, and how the query's own half lifts its pair's score."""
+    out: dict[str, Any] = {}
+    for direction, queries in zip(DIRECTIONS, (image, text)):
+        paper, cross = runs["paper"][direction], runs["cross-modal"][direction]
+        own_scores = np.sum(queries.astype(np.float64) * fused.astype(np.float64), axis=1)
+        paper_hit = paper.paired_ranks == 0
+        cross_hit = cross.paired_ranks == 0
+        out[direction] = {
+            **{f"paper/accuracy@{k}": paper.metrics[f"accuracy@{k}"] for k in ks},
+            **{f"cross-modal/accuracy@{k}": cross.metrics[f"accuracy@{k}"] for k in ks},
+            **{f"difference/accuracy@{k}": paper.metrics[f"accuracy@{k}"] - cross.metrics[f"accuracy@{k}"] for k in ks},
+            # Top-1 hits of the paper protocol that the cross-modal protocol does not reproduce.
+            "paper_only_top1_fraction": float(np.mean(paper_hit & ~cross_hit)),
+            "mean_own_pair_score": float(own_scores.mean()),
+            "own_pair_score_floor": math.sqrt(0.5),
+            "mean_pair_cosine": float(np.mean(np.sum(image.astype(np.float64) * text.astype(np.float64), axis=1))),
+        }
+    return out
+
+
+def _index_agreement(
+    embedded: Dataset, arrays: Mapping[str, np.ndarray], protocols: list[str], show_progress: bool
+) -> dict[str, float]:
+    """Fraction of queries whose top-1 score from a flat FAISS index equals the brute-force numpy top-1 score."""
+    built: set[str] = set()
+    out: dict[str, float] = {}
+    for (name, direction), (query_column, gallery_column) in _INDEX_BY_PROTOCOL.items():
+        if name not in protocols:
+            continue
+        if gallery_column not in built:
+            build_index(embedded, gallery_column, "flat", device="cpu", show_progress=show_progress)
+            built.add(gallery_column)
+        queries = np.ascontiguousarray(arrays[query_column], dtype=np.float32)
+        faiss_top, _ = embedded.search_batch(gallery_column, queries, k=1)
+        numpy_top = np.concatenate([
+            (queries[start : start + 1024] @ arrays[gallery_column].T).max(axis=1)
+            for start in range(0, queries.shape[0], 1024)
+        ])
+        out[f"{name}/{direction}"] = float(np.mean(np.abs(np.asarray(faiss_top)[:, 0] - numpy_top) <= 1e-4))
+    for column in built:
+        embedded.drop_index(column)
+    return out
+
+
+def _markdown(results: Mapping[str, Any]) -> str:
+    note = results["data_note"]
+    counts = results["counts"]
+    models = results["models"]
+    lines = [
+        "# Retrieval evaluation",
+        "",
+        f"_Data: {note}_",
+        "",
+        f"{counts['evaluated']} studies evaluated ({counts['labels']['normal']} normal, "
+        f"{counts['labels']['abnormal']} abnormal, {counts['unique_reports']} distinct normalised reports); "
+        f"left out: {counts['left_out_no_image']} without image, {counts['left_out_no_report']} without report. "
+        f"Metric definitions: docs/metrics.md. Cut-offs k = {', '.join(map(str, results['ks']))}; seed {results['seed']}.",
+        "",
+    ]
+    for protocol in results["protocols"]:
+        if protocol == "cross-modal":
+            lines += ["## Protocol: cross-modal", "",
+                      "Image queries ranked against report embeddings; report queries against image embeddings.", ""]
+            table = {name: entry["metrics"]["cross-modal"] for name, entry in models.items()}
+        else:
+            lines += ["## Protocol: paper (Algorithm 2)", "",
+                      "Image and report queries ranked against the fused (image + report) embeddings. The query's own "
+                      "embedding is half of its pair's fused vector; the '(own pair excluded)' columns remove that row "
+                      "(Accuracy@k is then undefined: n/a).", ""]
+            table = {}
+            for name, entry in models.items():
+                table[name] = entry["metrics"]["paper"]
+                table[f"{name} (own pair excluded)"] = entry["metrics"][PAPER_EXCLUDED]
+        lines += [format_paper_tables(_nan_for_none(table), title_note=note), ""]
+    lines += ["## Classification head (fused logit)", "",
+              "A model whose head was not trained (e.g. the zero-shot backbone) has a random head: chance-level numbers.", ""]
+    lines += [format_paper_tables(_nan_for_none({name: entry["classification"] for name, entry in models.items()}),
+                                  title_note=note), ""]
+    if "paper" in results["protocols"]:
+        lines += ["## Paper protocol: how much comes from the query's own half", "",
+                  "Own-pair score = query . fused pair; its model-independent floor is sqrt(1/2) = 0.7071.", "",
+                  "| Model | Direction | Accuracy@1 paper | Accuracy@1 cross-modal | Difference | Paper-only top-1 | "
+                  "Mean own-pair score | Mean image.report cosine |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, entry in models.items():
+            for direction, values in entry["self_match"].items():
+                cells = [values.get(key) for key in ("paper/accuracy@1", "cross-modal/accuracy@1", "difference/accuracy@1",
+                                                     "paper_only_top1_fraction", "mean_own_pair_score", "mean_pair_cosine")]
+                lines.append(f"| {name} | {direction} | " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+    lines += ["## FAISS check", "",
+              "Fraction of queries whose top-1 score from a flat `datasets` FAISS index equals the numpy top-1 score.", ""]
+    for name, entry in models.items():
+        checks = ", ".join(f"{key}: {_cell(value)}" for key, value in entry["index_check"].items())
+        lines.append(f"- {name}: {checks}")
+    lines.append("")
+    pngs = [(name, entry["tsne_png"]) for name, entry in models.items() if entry.get("tsne_png")]
+    if pngs:
+        lines += ["## t-SNE of fused embeddings", ""]
+        lines += [f"![{name}]({png})" for name, png in pngs]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.4f}"
+
+
+def _nan_for_none(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    return {name: {key: math.nan if value is None else value for key, value in metrics.items()} for name, metrics in tables.items()}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, tuples -> lists (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def default_data_note(dataset: Dataset, where: str) -> str:
+    """A provenance note from the ``source`` column: synthetic phantoms, real OpenI, or a mix (with counts)."""
+    if "source" not in dataset.column_names:
+        return f"{where}: {len(dataset)} studies of unknown provenance (no 'source' column)"
+    sources = Counter(dataset["source"])
+    synthetic = sources.get("synthetic", 0)
+    if synthetic == len(dataset):
+        return f"{where}: {len(dataset)} SYNTHETIC phantom studies (procedural images, not real X-rays)"
+    if synthetic == 0:
+        detail = ", ".join(f"{name}={count}" for name, count in sorted(sources.items()))
+        return f"{where}: {len(dataset)} studies (source: {detail})"
+    return f"{where}: {len(dataset)} studies, {synthetic} of them SYNTHETIC phantoms (procedural images, not real X-rays)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxr-mtclip evaluate",
+        description="Embed a split with each model, compute every retrieval and classification metric, write "
+        "results.json, results.md (paper-style tables) and a t-SNE PNG per model.",
+    )
+    parser.add_argument("--dataset", required=True, help="folder written by save_to_disk (DatasetDict or Dataset)")
+    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC",
+                        help="repeatable; SPEC = a saved CxrMtClipModel folder, an open_clip backbone "
+                        "(folder or hf-hub: id, zero-shot) or 'tiny' (random tiny model)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="both")
+    parser.add_argument("--data-note", default=None, help="data provenance for the tables (default: from the source column)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per metric (0: no CIs)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of this many rows")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for 'tiny' models")
+    parser.add_argument("--device", default=None, help="torch device for the models (default: cuda when available)")
+    parser.add_argument("--no-tsne", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`cxr-mtclip evaluate` / examples/evaluate.py: parse `argv` and run `evaluate_models`; returns 0."""
+    from datasets import DatasetDict, load_from_disk
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        data = load_from_disk(args.dataset)
+    except FileNotFoundError as err:
+        parser.error(f"{args.dataset}: not a dataset saved with save_to_disk ({err})")
+    if isinstance(data, DatasetDict):
+        if args.split not in data:
+            parser.error(f"{args.dataset}: no split {args.split!r}; it has {sorted(data)}")
+        dataset, where = data[args.split], f"{args.dataset} [{args.split}]"
+    else:
+        dataset, where = data, str(args.dataset)
+    if args.limit is not None:
+        if args.limit < 1:
+            parser.error("--limit must be >= 1")
+        dataset = dataset.shuffle(seed=args.seed).select(range(min(args.limit, len(dataset))))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    output = Path(args.output_dir)
+    models: dict[str, tuple[torch.nn.Module, Any]] = {}
+    for item in args.model:
+        name, sep, spec = item.partition("=")
+        if not sep:
+            name, spec = Path(item).name or item, item
+        if not name or not spec:
+            parser.error(f"--model {item!r}: expected NAME=SPEC")
+        if name in models:
+            parser.error(f"--model name {name!r} given twice")
+        models[name] = load_retrieval_model(
+            spec, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if spec == "tiny" else None,
+            work_dir=output / f"_{model_slug(name)}", seed=args.seed, device=device,
+        )
+    note = args.data_note or default_data_note(dataset, where)
+    results = evaluate_models(
+        models, dataset, output, protocol=args.protocol, data_note=note, ks=args.ks, seed=args.seed,
+        batch_size=args.batch_size, n_boot=args.n_boot, tsne=not args.no_tsne, show_progress=not args.quiet,
+    )
+    print(f"{note}: {results['counts']['evaluated']} studies, models {', '.join(models)}")
+    for name, entry in results["models"].items():
+        for protocol_name, metrics in entry["metrics"].items():
+            keys = [k for k in ("image_to_text/accuracy@1", "text_to_image/accuracy@1", "image_to_text/precision@5") if k in metrics]
+            summary = ", ".join(f"{k}={_cell(metrics[k])}" for k in keys)
+            print(f"  {name} [{protocol_name}]: {summary}")
+    print(f"wrote {output / 'results.json'}, {output / 'results.md'}")
+    return 0
