@@ -155,3 +155,33 @@ def test_serve_bad_input(capsys, tmp_path):
     assert exc.value.code == 2
     code, out, err = run(["serve", "--model", str(tmp_path), "--dataset", str(tmp_path)], capsys)
     assert code == 2 and "not a saved cxr_mtclip model" in err
+
+
+def test_serve_subcommand_answers_on_loopback(workspace, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cxr_mtclip.cli", "serve", "--model", str(workspace / "model"), "--dataset",
+         str(workspace / "data"), "--split", "test", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        page = None
+        deadline = time.time() + 180
+        while time.time() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, process.stdout.read() if process.poll() is not None else "server did not answer"
+        assert "search-form" in page and "SYNTHETIC" in page
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
