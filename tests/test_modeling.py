@@ -191,3 +191,17 @@ def test_frozen_trunk_runs_without_autograd_and_matches_the_plain_forward(model)
     visual = model.backbone.visual
     plain = visual.project(visual.run_blocks(visual.embed_tokens(pixels)))
     assert torch.allclose(visual(pixels), plain, atol=1e-6)
+
+
+def test_frozen_trunk_has_no_dropout_in_train_mode():
+    torch.manual_seed(0)
+    config = CxrMtClipConfig.tiny(dropout=0.0)
+    config.text_config_dict["hidden_dropout_prob"] = 0.5
+    model = CxrMtClipModel(config).train()
+    text = model.backbone.text
+    ids = torch.randint(5, 99, (2, 10))
+    mask = torch.ones_like(ids)
+    a, _ = text.frozen_trunk(ids, mask)
+    b, _ = text.frozen_trunk(ids, mask)
+    assert torch.equal(a, b)  # deterministic although dropout is 0.5 and the model is training
+    assert text.transformer.embeddings.training and text.transformer.encoder.layer[0].training  # modes restored

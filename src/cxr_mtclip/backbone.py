@@ -100,7 +100,10 @@ class VisionTower(nn.Module):
     def frozen_trunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Run the frozen part once, without autograd: (input of the first trainable block, its index)."""
         start = self.first_trainable_block()
-        with torch.no_grad() if start > 0 else contextlib.nullcontext():
+        if start == 0:
+            return self.embed_tokens(pixel_values), 0
+        with torch.no_grad(), _frozen_eval([self.trunk.patch_embed, self.trunk.pos_drop, self.trunk.patch_drop,
+                                            self.trunk.norm_pre, *self.trunk.blocks[:start]]):
             hidden = self.run_blocks(self.embed_tokens(pixel_values), 0, start)
         return hidden, start
 
@@ -158,7 +161,9 @@ class TextTower(HFTextEncoder):
     def frozen_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Run the frozen part once, without autograd: (input of the first trainable layer, its index)."""
         start = self.first_trainable_block()
-        with torch.no_grad() if start > 0 else contextlib.nullcontext():
+        if start == 0:
+            return self.embed_tokens(input_ids), 0
+        with torch.no_grad(), _frozen_eval([self.transformer.embeddings, *self.transformer.encoder.layer[:start]]):
             hidden = self.run_blocks(self.embed_tokens(input_ids), attention_mask, 0, start)
         return hidden, start
 
@@ -167,6 +172,20 @@ class TextTower(HFTextEncoder):
             attention_mask = (input_ids != self.config.pad_token_id).long()
         hidden, start = self.frozen_trunk(input_ids, attention_mask)
         return self.project(self.run_blocks(hidden, attention_mask, start), attention_mask)
+
+
+@contextlib.contextmanager
+def _frozen_eval(modules: list[nn.Module]):
+    """Run frozen modules in eval mode (no dropout): a frozen trunk is a fixed function of its input,
+    which is also what makes its output cacheable. Restores each module's mode afterwards."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
 
 
 def _first_trainable(blocks: nn.ModuleList, stem: list[nn.Module | nn.Parameter]) -> int:
