@@ -1,0 +1,193 @@
+"""General-purpose CLIP (open_clip's native architecture, e.g. ``ViT-B-16`` / ``openai``) as a retrieval baseline.
+
+The paper compares its fine-tuned BiomedCLIP with OpenAI's CLIP ViT-B/16. That model has open_clip's own
+vision and text transformers, which `CxrMtClipModel` (timm vision tower + Hugging Face text tower) cannot
+hold, so this module wraps the open_clip model behind the small interface that
+`cxr_mtclip.retrieval.embed_dataset` and `cxr_mtclip.evaluate_retrieval.evaluate_models` use:
+``config.embed_dim``, ``get_image_features``, ``get_text_features`` and ``head_and_loss`` (an untrained,
+seeded ``Linear(embed_dim, 1)`` on (image + text) / 2, like the head of a zero-shot `CxrMtClipModel`).
+Besides `backbone.py`, this is the only module that imports open_clip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from transformers import BatchEncoding
+
+from .modeling_cxr_mtclip import CxrMtClipOutput
+
+__all__ = [
+    "CLIP_BASELINE_MODEL",
+    "CLIP_BASELINE_PRETRAINED",
+    "OpenClipBaselineConfig",
+    "OpenClipBaselineModel",
+    "OpenClipBaselineProcessor",
+    "load_open_clip_baseline",
+    "tiny_open_clip_baseline",
+]
+
+CLIP_BASELINE_MODEL = "ViT-B-16"
+CLIP_BASELINE_PRETRAINED = "openai"
+
+
+@dataclass
+class OpenClipBaselineConfig:
+    """What the wrapped open_clip model is: architecture name, weights tag and embedding size."""
+
+    model_name: str
+    pretrained: str | None
+    embed_dim: int
+    head_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OpenClipBaselineModel(nn.Module):
+    """An open_clip CLIP with the retrieval interface of `CxrMtClipModel` (features, fused head).
+
+    Example:
+        >>> model, processor = tiny_open_clip_baseline(seed=0)
+        >>> model.get_image_features(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 32])
+    """
+
+    def __init__(self, clip_model: nn.Module, config: OpenClipBaselineConfig) -> None:
+        super().__init__()
+        if not callable(getattr(clip_model, "encode_image", None)) or not callable(getattr(clip_model, "encode_text", None)):
+            raise ValueError(f"clip_model must be an open_clip model with encode_image/encode_text, got {type(clip_model).__name__}")
+        self.config = config
+        self.clip = clip_model
+        self.classifier = nn.Linear(config.embed_dim, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.head_seed)
+            nn.init.normal_(self.classifier.weight, std=0.02)
+            nn.init.zeros_(self.classifier.bias)
+
+    def get_image_features(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Projected image embeddings (B, embed_dim)."""
+        return self.clip.encode_image(pixel_values, normalize=normalize)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        """Projected report embeddings (B, embed_dim); CLIP pools the end-of-text token, so the mask is unused."""
+        return self.clip.encode_text(input_ids, normalize=normalize)
+
+    def head_and_loss(
+        self,
+        image_raw: torch.Tensor | None,
+        text_raw: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> CxrMtClipOutput:
+        """Normalised embeddings and the (untrained) head's logit; the baseline is never trained, so no loss."""
+        if return_loss:
+            raise ValueError("the CLIP baseline is evaluated zero-shot; it computes no loss")
+        image = nn.functional.normalize(image_raw, dim=-1) if image_raw is not None else None
+        text = nn.functional.normalize(text_raw, dim=-1) if text_raw is not None else None
+        logits = fused = None
+        if image_raw is not None and text_raw is not None:
+            logits = self.classifier((image_raw + text_raw) / 2).squeeze(-1)
+            fused = nn.functional.normalize((image + text) / 2, dim=-1)
+        return CxrMtClipOutput(logits=logits, image_embeds=image, text_embeds=text, fused_embeds=fused)
+
+
+class OpenClipBaselineProcessor:
+    """open_clip's eval image transform and tokenizer -> ``pixel_values``, ``input_ids``, ``attention_mask``."""
+
+    def __init__(self, image_transform: Any, tokenizer: Any) -> None:
+        self.image_transform = image_transform
+        self.tokenizer = tokenizer
+
+    def __call__(
+        self,
+        images: Image.Image | Sequence[Image.Image] | None = None,
+        text: str | Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+        return_tensors: str = "pt",
+    ) -> BatchEncoding:
+        if images is None and text is None:
+            raise ValueError("OpenClipBaselineProcessor needs images, text, or both")
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
+        data: dict[str, torch.Tensor] = {}
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            for i, report in enumerate(texts):
+                if not isinstance(report, str) or not report.strip():
+                    raise ValueError(f"report {i} is empty or not a string: {report!r}")
+            # CLIP's context is 77 tokens: longer reports are truncated by the tokenizer.
+            input_ids = self.tokenizer(texts)
+            data["input_ids"] = input_ids
+            data["attention_mask"] = (input_ids != 0).long()
+        if images is not None:
+            batch = [images] if isinstance(images, Image.Image) else list(images)
+            if not batch:
+                raise ValueError("no images given")
+            data["pixel_values"] = torch.stack([self.image_transform(image.convert("RGB")) for image in batch])
+        if labels is not None:
+            data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
+        return BatchEncoding(data)
+
+
+def load_open_clip_baseline(
+    model_name: str = CLIP_BASELINE_MODEL,
+    pretrained: str | None = CLIP_BASELINE_PRETRAINED,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> tuple[OpenClipBaselineModel, OpenClipBaselineProcessor]:
+    """`(model, processor)` in eval mode for an open_clip architecture and weights tag (downloads the weights).
+
+    Example:
+        >>> model, processor = load_open_clip_baseline("ViT-B-16", "openai")  # doctest: +SKIP
+    """
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
+    quick_gelu = False
+    if pretrained:
+        tag = open_clip.get_pretrained_cfg(model_name, pretrained)
+        if not tag:
+            raise ValueError(
+                f"open_clip has no weights {pretrained!r} for {model_name!r}; "
+                f"available: {open_clip.list_pretrained_tags_by_model(model_name)}"
+            )
+        quick_gelu = bool(tag.get("quick_gelu", False))
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, pretrained=pretrained, cache_dir=str(cache_dir) if cache_dir else None, force_quick_gelu=quick_gelu
+    )
+    embed_dim = int(open_clip.get_model_config(model_name)["embed_dim"])
+    wrapped = OpenClipBaselineModel(model, OpenClipBaselineConfig(model_name, pretrained, embed_dim, seed))
+    if device is not None:
+        wrapped.to(device)
+    return wrapped.eval(), OpenClipBaselineProcessor(preprocess, open_clip.get_tokenizer(model_name))
+
+
+def tiny_open_clip_baseline(seed: int = 0, image_size: int = 64) -> tuple[OpenClipBaselineModel, OpenClipBaselineProcessor]:
+    """A random-init two-layer open_clip CLIP (width 32) with CLIP's real tokenizer: the offline stand-in for ViT-B-16."""
+    import open_clip
+    from open_clip import CLIPTextCfg, CLIPVisionCfg
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(
+            embed_dim=32,
+            vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=16, image_size=image_size),
+            text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+        )
+    transform = open_clip.image_transform(
+        image_size, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+    )
+    config = OpenClipBaselineConfig(f"tiny-clip-{image_size}px (random init)", None, 32, seed)
+    return OpenClipBaselineModel(model, config).eval(), OpenClipBaselineProcessor(transform, open_clip.SimpleTokenizer())

@@ -1,0 +1,689 @@
+"""Loss ablations: the same model trained with each subset of the composite loss, several seeds, bootstrap CIs.
+
+`run_ablation` trains the tiny demo architecture (`cxr_mtclip.demo.demo_config`) once per loss variant and
+seed on one fixed data split, embeds the test split, and reports every retrieval metric in three protocols
+(``cross-modal``, ``paper``, ``paper (own pair excluded)``), the head's classification metrics and how much
+paper-protocol Accuracy@1 the cross-modal protocol does not reproduce (the query finding its own half of
+the fused vector). Each number is the mean over seeds with a 95 % two-level percentile bootstrap interval
+(`seed_query_bootstrap`: seeds and test queries resampled with replacement). Outputs: ``ablation.json``
+and ``ablation.md`` (one table: rows metrics, columns variants).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_text
+from .evaluation import DIRECTIONS, bidirectional_retrieval_results
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "PROTOCOL_NAMES",
+    "AblationResult",
+    "LossVariant",
+    "RunRecord",
+    "auc_rows",
+    "build_parser",
+    "f1_rows",
+    "format_ablation_markdown",
+    "main",
+    "nanmean_rows",
+    "query_records",
+    "quiet_progress_bars",
+    "run_ablation",
+    "seed_query_bootstrap",
+    "summarise_runs",
+    "torch_threads",
+    "train_loss_variant",
+]
+
+PAPER_EXCLUDED = "paper (own pair excluded)"
+PROTOCOL_NAMES = ("cross-modal", "paper", PAPER_EXCLUDED)
+SELF_MATCH = "paper vs cross-modal"
+_FAMILIES = ("accuracy", "accuracy_dedup", "mean_cosine", "precision", "f1", "roc_auc", "map")
+_CLASSIFICATION = ("roc_auc", "f1", "accuracy")
+
+
+@dataclass(frozen=True)
+class LossVariant:
+    """One ablation arm: a name and the three loss weights (0 switches a term off)."""
+
+    name: str
+    bce_weight: float
+    supcon_weight: float
+    clip_weight: float
+    description: str = ""
+
+    def weights(self) -> dict[str, float]:
+        return {"bce_weight": self.bce_weight, "supcon_weight": self.supcon_weight, "clip_weight": self.clip_weight}
+
+
+ABLATION_VARIANTS: tuple[LossVariant, ...] = (
+    LossVariant("CLIP only", 0.0, 0.0, 1.0, "CLIP term alone (demo weight 1.0)"),
+    LossVariant("CLIP + BCE", 0.2, 0.0, 1.0, "demo weights, SupCon off"),
+    LossVariant("CLIP + SupCon", 0.0, 0.3, 1.0, "demo weights, BCE off"),
+    LossVariant("all (demo weights)", 0.2, 0.3, 1.0, "the offline demo's weights (cxr_mtclip.demo.DEMO_LOSS_WEIGHTS)"),
+    LossVariant("all (paper weights)", 0.69, 1.97, 0.46, "the paper's weights, tuned for a pretrained BiomedCLIP"),
+    LossVariant("all (equal weights)", 1.0, 1.0, 1.0, "every term weighted 1"),
+)
+
+
+@dataclass
+class RunRecord:
+    """Per-query outcomes of one trained model on the test split, plus its final training log."""
+
+    variant: str
+    seed: int
+    per_query: dict[str, np.ndarray]
+    """``"<protocol>/<direction>/<metric>"`` -> one value per test query (NaN = undefined for that query)."""
+    votes: dict[str, np.ndarray]
+    """``"<protocol>/<direction>"`` -> the label voted by the top-``f1_k`` neighbours of each query."""
+    labels: np.ndarray
+    logits: np.ndarray
+    train_log: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class AblationResult:
+    """What `run_ablation` wrote and measured."""
+
+    output_dir: Path
+    json_path: Path
+    markdown_path: Path
+    table: str
+    results: dict[str, Any]
+    records: list[RunRecord]
+
+
+# -- per-query outcomes ----------------------------------------------------------------------------
+
+
+def query_records(
+    image_embeds: np.ndarray,
+    text_embeds: np.ndarray,
+    fused_embeds: np.ndarray,
+    labels: np.ndarray,
+    texts: Sequence[str],
+    ks: Sequence[int] = (1, 5, 10),
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-query metric values and label votes for the three protocols and the paper-vs-cross-modal comparison.
+
+    Keys: ``"<protocol>/<direction>/<metric>"`` (metrics of `cxr_mtclip.evaluation.compute_retrieval_result`)
+    and ``"paper vs cross-modal/<direction>/accuracy@1 difference"`` (paper hit minus cross-modal hit, per query)
+    and ``".../paper-only top-1"`` (1 when the paper protocol ranks the pair first and the cross-modal one does not).
+
+    Example:
+        >>> x = np.eye(4)
+        >>> per_query, votes = query_records(x, x, x, np.array([0, 1, 0, 1]), ["a", "b", "c", "d"], ks=(1,))
+        >>> float(per_query["cross-modal/image_to_text/accuracy@1"].mean())
+        1.0
+    """
+    runs = {
+        "cross-modal": bidirectional_retrieval_results(image_embeds, text_embeds, labels, ks, list(texts)),
+        "paper": bidirectional_retrieval_results(
+            image_embeds, text_embeds, labels, ks, list(texts), protocol="paper", fused_embeds=fused_embeds
+        ),
+        PAPER_EXCLUDED: bidirectional_retrieval_results(
+            image_embeds, text_embeds, labels, ks, list(texts), protocol="paper", fused_embeds=fused_embeds,
+            exclude_self=True,
+        ),
+    }
+    per_query: dict[str, np.ndarray] = {}
+    votes: dict[str, np.ndarray] = {}
+    for protocol, directions in runs.items():
+        for direction, result in directions.items():
+            for key, values in result.per_query.items():
+                per_query[f"{protocol}/{direction}/{key}"] = np.asarray(values, dtype=np.float64)
+            votes[f"{protocol}/{direction}"] = np.asarray(result.vote_labels, dtype=np.int64)
+    for direction in DIRECTIONS:
+        paper_hit = runs["paper"][direction].paired_ranks == 0
+        cross_hit = runs["cross-modal"][direction].paired_ranks == 0
+        per_query[f"{SELF_MATCH}/{direction}/accuracy@1 difference"] = paper_hit.astype(np.float64) - cross_hit
+        per_query[f"{SELF_MATCH}/{direction}/paper-only top-1"] = (paper_hit & ~cross_hit).astype(np.float64)
+    return per_query, votes
+
+
+# -- statistics over resamples (rows = resamples) ----------------------------------------------------
+
+
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean of the non-NaN entries of each row; NaN for a row with none."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    present = ~np.isnan(values)
+    counts = present.sum(axis=1)
+    sums = np.where(present, values, 0.0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def f1_rows(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Binary F1 (positive = 1) of each row; NaN where there is no positive label and no positive prediction."""
+    labels, predicted = np.atleast_2d(labels), np.atleast_2d(predicted)
+    true_pos = ((labels == 1) & (predicted == 1)).sum(axis=1)
+    false_pos = ((labels == 0) & (predicted == 1)).sum(axis=1)
+    false_neg = ((labels == 1) & (predicted == 0)).sum(axis=1)
+    denominator = 2 * true_pos + false_pos + false_neg
+    return np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), np.nan)
+
+
+def auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of `scores` for label 1 vs 0 in each row (ties count one half); NaN without both labels.
+
+    Example:
+        >>> float(auc_rows(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))[0])
+        0.75
+    """
+    from scipy.stats import rankdata
+
+    labels = np.atleast_2d(labels)
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    ranks = rankdata(scores, axis=1)  # average ranks: a tie between classes counts one half
+    positives = (labels == 1).sum(axis=1)
+    negatives = (labels == 0).sum(axis=1)
+    rank_sum = np.where(labels == 1, ranks, 0.0).sum(axis=1)
+    auc = (rank_sum - positives * (positives + 1) / 2) / np.maximum(positives * negatives, 1)
+    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+
+
+def seed_query_bootstrap(
+    per_seed: Sequence[Sequence[np.ndarray]],
+    statistic: Callable[..., np.ndarray] = nanmean_rows,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float, list[float]]:
+    """Mean over seeds of a per-query statistic, with a two-level percentile bootstrap interval.
+
+    Args:
+        per_seed: for each training seed, the per-query arrays the statistic reads (all of length Q; query
+            ``i`` is the same test study for every seed).
+        statistic: maps arrays of shape (B, Q), one per input column, to B values (default: mean of the
+            non-NaN entries, i.e. the metric's own aggregation).
+
+    Each of the `n_boot` resamples draws the seeds with replacement and, independently, the Q queries with
+    replacement (one draw shared by the drawn seeds: they were evaluated on the same test set), and averages
+    the statistic over the drawn seeds. The same `seed` gives the same draws for every metric and variant, so
+    intervals of different variants come from paired resamples. Returns ``(estimate, lo, hi, per_seed_values)``;
+    ``estimate`` is the mean over seeds of the full-sample statistic. With one seed this is the usual
+    bootstrap over queries.
+
+    Example:
+        >>> est, lo, hi, values = seed_query_bootstrap([[np.zeros(50)], [np.ones(50)]], n_boot=200)
+        >>> est, values
+        (0.5, [0.0, 1.0])
+    """
+    if not per_seed:
+        raise ValueError("per_seed is empty; expected one tuple of per-query arrays per seed")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    columns = [[np.asarray(a) for a in arrays] for arrays in per_seed]
+    n_queries = {a.shape[0] for arrays in columns for a in arrays}
+    if len(n_queries) != 1 or any(a.ndim != 1 for arrays in columns for a in arrays):
+        raise ValueError(f"every per-query array must be 1-D with the same length; got lengths {sorted(n_queries)}")
+    q = n_queries.pop()
+    if q == 0:
+        raise ValueError("per-query arrays are empty")
+    per_seed_values = [float(statistic(*[a[None, :] for a in arrays])[0]) for arrays in columns]
+    finite = [v for v in per_seed_values if not math.isnan(v)]
+    estimate = float(np.mean(finite)) if finite else math.nan
+    rng = np.random.default_rng(seed)
+    query_draws = rng.integers(0, q, size=(n_boot, q))
+    seed_draws = rng.integers(0, len(columns), size=(n_boot, len(columns)))
+    by_seed = np.column_stack([statistic(*[a[query_draws] for a in arrays]) for arrays in columns])
+    boot = nanmean_rows(np.take_along_axis(by_seed, seed_draws, axis=1))
+    boot = boot[~np.isnan(boot)]
+    if boot.size == 0:
+        return estimate, math.nan, math.nan, per_seed_values
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return estimate, float(lo), float(hi), per_seed_values
+
+
+def _metric_order(key: str) -> tuple[int, int, int, int, str]:
+    protocol, direction, metric = key.split("/", 2)
+    protocols = (*PROTOCOL_NAMES, "classification", SELF_MATCH)
+    name, _, k = metric.partition("@")
+    k_value = int(k.split()[0]) if k.split() and k.split()[0].isdigit() else 0
+    family = _FAMILIES.index(name) if name in _FAMILIES else len(_FAMILIES)
+    return (protocols.index(protocol) if protocol in protocols else len(protocols),
+            DIRECTIONS.index(direction) if direction in DIRECTIONS else len(DIRECTIONS), family, k_value, metric)
+
+
+def summarise_runs(
+    records: Sequence[RunRecord], *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{metric key: {variant: {"mean", "ci_low", "ci_high", "per_seed"}}}`` over the runs of each variant.
+
+    Metric keys: ``"<protocol>/<direction>/<metric>"`` for the retrieval metrics (``f1`` included: the label-vote
+    F1 recomputed on every resample), ``"classification/fused head/<metric>"`` for the head, and the
+    ``"paper vs cross-modal/..."`` rows of `query_records`. See `seed_query_bootstrap` for the interval.
+    """
+    by_variant: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_variant.setdefault(record.variant, []).append(record)
+    if not by_variant:
+        raise ValueError("no runs to summarise")
+    for name, runs in by_variant.items():
+        first = runs[0]
+        for other in runs[1:]:
+            if not np.array_equal(first.labels, other.labels):
+                raise ValueError(f"variant {name!r}: seeds {first.seed} and {other.seed} were evaluated on different test sets")
+    keys = sorted({key for r in records for key in r.per_query} | {
+        f"{key}/f1" for r in records for key in r.votes
+    } | {f"classification/fused head/{m}" for m in _CLASSIFICATION}, key=_metric_order)
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in keys:
+        row: dict[str, dict[str, Any]] = {}
+        for name, runs in by_variant.items():
+            columns, statistic = _columns_for(key, runs)
+            if columns is None:
+                continue
+            mean, lo, hi, values = seed_query_bootstrap(columns, statistic, n_boot=n_boot, alpha=alpha, seed=seed)
+            row[name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "per_seed": values,
+                         "seeds": [r.seed for r in runs]}
+        summary[key] = row
+    return summary
+
+
+def _columns_for(key: str, runs: Sequence[RunRecord]) -> tuple[list[list[np.ndarray]] | None, Callable[..., np.ndarray]]:
+    protocol, direction, metric = key.split("/", 2)
+    if protocol == "classification":
+        if metric == "roc_auc":
+            return [[r.labels, r.logits] for r in runs], auc_rows
+        predicted = [(r.logits >= 0).astype(np.int64) for r in runs]
+        if metric == "f1":
+            return [[r.labels, p] for r, p in zip(runs, predicted)], f1_rows
+        return [[(p == r.labels).astype(np.float64)] for r, p in zip(runs, predicted)], nanmean_rows
+    if metric == "f1":
+        vote_key = f"{protocol}/{direction}"
+        if any(vote_key not in r.votes for r in runs):
+            return None, f1_rows
+        return [[r.labels, r.votes[vote_key]] for r in runs], f1_rows
+    if any(key not in r.per_query for r in runs):
+        return None, nanmean_rows
+    return [[r.per_query[key]] for r in runs], nanmean_rows
+
+
+# -- training and evaluation of one arm --------------------------------------------------------------
+
+
+def train_loss_variant(
+    variant: LossVariant,
+    train_dataset: Any,
+    processor: Any,
+    base_config: Any,
+    *,
+    seed: int,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    work_dir: str | os.PathLike,
+) -> tuple[Any, dict[str, float], float]:
+    """Train a fresh model (init drawn from `seed`) with `variant`'s loss weights; returns (model, final log, seconds)."""
+    import torch
+    from transformers import PrinterCallback, set_seed
+
+    from .modeling_cxr_mtclip import CxrMtClipModel
+    from .training import CxrMtClipTrainer, CxrMtClipTrainingArguments
+
+    if len(train_dataset) < batch_size:
+        raise ValueError(
+            f"the training split has {len(train_dataset)} studies, fewer than batch_size={batch_size}: with "
+            "drop_last no step would run; use more studies or a smaller batch"
+        )
+    config = copy.deepcopy(base_config)
+    for name, value in variant.weights().items():
+        setattr(config, name, value)
+    config.validate_fields()
+    set_seed(seed)
+    model = CxrMtClipModel(config)
+    args = CxrMtClipTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=learning_rate,
+        head_learning_rate=learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=10,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        dataloader_drop_last=True,  # a small tail batch gives the contrastive terms almost no negatives
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        metric_for_best_model=None,
+    )
+    trainer = CxrMtClipTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=processor)
+    trainer.remove_callback(PrinterCallback)
+    start = time.time()
+    trainer.train()
+    seconds = time.time() - start
+    final = next((dict(entry) for entry in reversed(trainer.state.log_history) if "train_loss" in entry), {})
+    log = {k: float(v) for k, v in final.items() if k.startswith("train_") and isinstance(v, (int, float))}
+    return trainer.model.eval(), log, seconds
+
+
+def _embed_test(model: Any, processor: Any, test: Any, batch_size: int) -> dict[str, np.ndarray]:
+    from .retrieval import EMBEDDING_COLUMNS, LOGITS_COLUMN, embed_dataset
+
+    columns = (*EMBEDDING_COLUMNS, LOGITS_COLUMN)
+    embedded = embed_dataset(model, processor, test, batch_size=batch_size, columns=columns, show_progress=False)
+    with embedded.formatted_as(type="numpy", columns=list(columns), dtype=np.float32):
+        block = embedded[:]
+        arrays = {c: np.asarray(block[c], dtype=np.float32) for c in columns}
+    for name, values in arrays.items():
+        if np.isnan(values).any():
+            raise ValueError(f"test split: some studies have no {name} (missing image or report); the ablation needs complete pairs")
+    return arrays
+
+
+# -- the whole ablation --------------------------------------------------------------------------------
+
+
+def run_ablation(
+    output_dir: str | os.PathLike,
+    *,
+    variants: Sequence[LossVariant] = ABLATION_VARIANTS,
+    seeds: Sequence[int] = (0, 1),
+    n_studies: int = 600,
+    epochs: float = 30,
+    data_seed: int = 0,
+    openi: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    ks: Sequence[int] = (1, 5, 10),
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    verbose: bool = True,
+) -> AblationResult:
+    """Train every loss variant with every seed on one split, evaluate on its test split, write the table and JSON.
+
+    Args:
+        seeds: training seeds (model initialisation and batch order); the data split is fixed by `data_seed`.
+        openi: as `cxr_mtclip.demo.load_demo_data`: None for phantoms with templated reports, a folder holding
+            ``reports.csv`` (../shared/openi) for phantoms paired with real reports, or a saved DatasetDict.
+
+    Example:
+        >>> result = run_ablation("ablation_out", seeds=(0, 1), n_studies=160, epochs=2)  # doctest: +SKIP
+        >>> print(result.table)  # doctest: +SKIP
+    """
+    from .demo import demo_config, load_demo_data
+    from .evaluation import normalise_report_text
+    from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+
+    if not variants:
+        raise ValueError("variants is empty")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be distinct, got {names}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    say = print if verbose else (lambda *a, **k: None)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    splits, note = load_demo_data(openi, n_studies, data_seed)
+    train, test = splits["train"], splits["test"]
+    say(f"data: {note}; " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+    tokenizer = build_wordpiece_tokenizer(train["report"], out / "tokenizer", vocab_size=1000)
+    base_config = demo_config(len(tokenizer))
+    processor = CxrMtClipProcessor.from_config(base_config, tokenizer)
+    labels = np.asarray(test["label"], dtype=np.int64)
+    texts = list(test["report"])
+
+    records: list[RunRecord] = []
+    total = len(variants) * len(seeds)
+    with tempfile.TemporaryDirectory(prefix="cxr_mtclip_ablation_") as work:
+        for number, (variant, seed) in enumerate(((v, s) for v in variants for s in seeds), start=1):
+            model, log, seconds = train_loss_variant(
+                variant, train, processor, base_config, seed=seed, epochs=epochs, batch_size=batch_size,
+                learning_rate=learning_rate, work_dir=Path(work) / f"run{number}",
+            )
+            arrays = _embed_test(model, processor, test, batch_size)
+            per_query, votes = query_records(arrays["image_embeds"], arrays["text_embeds"], arrays["fused_embeds"],
+                                             labels, texts, ks)
+            records.append(RunRecord(variant.name, seed, per_query, votes, labels, arrays["logits"].astype(np.float64),
+                                     log, seconds))
+            acc = [float(np.mean(per_query[f"cross-modal/{d}/accuracy@1"])) for d in DIRECTIONS]
+            say(f"[{number}/{total}] {variant.name}, seed {seed}: trained in {seconds:.0f} s; cross-modal accuracy@1 "
+                f"image->report {acc[0]:.3f}, report->image {acc[1]:.3f}")
+            del model
+
+    metrics = summarise_runs(records, n_boot=n_boot, alpha=alpha, seed=data_seed)
+    split_counts = {name: {"studies": len(split),
+                           "normal": int(sum(1 for v in split["label"] if v == 0)),
+                           "abnormal": int(sum(1 for v in split["label"] if v == 1))}
+                    for name, split in splits.items()}
+    results: dict[str, Any] = {
+        "data": {
+            "note": note,
+            "kind": _data_kind(test),
+            "split_seed": data_seed,
+            "splits": split_counts,
+            "test_distinct_reports": len({normalise_report_text(t) for t in texts}),
+        },
+        "model": "cxr_mtclip.demo.demo_config: 2-layer ViT (64 px) and 2-layer BERT, width 32, random init, every block trainable",
+        "recipe": {"optimizer": "AdamW (weight decay 0.01)", "learning_rate": learning_rate,
+                   "head_learning_rate": learning_rate, "schedule": "10% linear warm-up, cosine decay",
+                   "epochs": epochs, "batch_size": batch_size, "drop_last": True},
+        "protocols": {
+            "cross-modal": "image queries vs report embeddings; report queries vs image embeddings",
+            "paper": "image and report queries vs fused (image + report) embeddings (Algorithm 2)",
+            PAPER_EXCLUDED: "paper protocol with the query's own fused row removed (accuracy@k undefined)",
+            SELF_MATCH: "per query: paper top-1 hit minus cross-modal top-1 hit; paper-only top-1 = hit in paper, miss in cross-modal",
+        },
+        "accuracy": {"accuracy@k": "instance: the paired item is in the top k",
+                     "accuracy_dedup@k": "duplicate-aware: any item whose normalised report equals the pair's counts"},
+        "interval": {"level": 1 - alpha, "n_boot": n_boot, "bootstrap_seed": data_seed,
+                     "method": "two-level percentile bootstrap: seeds and test queries resampled with replacement, "
+                               "same draws for every variant (see cxr_mtclip.experiments.seed_query_bootstrap)"},
+        "ks": [int(k) for k in ks],
+        "seeds": seeds,
+        "variants": [asdict(v) for v in variants],
+        "metrics": metrics,
+        "runs": [{"variant": r.variant, "seed": r.seed, "train_seconds": round(r.train_seconds, 2), "train_log": r.train_log}
+                 for r in records],
+        "seconds": round(time.time() - start, 1),
+    }
+    results = _json_safe(results)
+    table = format_ablation_markdown(results)
+    json_path, markdown_path = out / "ablation.json", out / "ablation.md"
+    atomic_write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(markdown_path, table)
+    say(f"wrote {markdown_path} and {json_path} ({results['seconds']:.0f} s)")
+    return AblationResult(out, json_path, markdown_path, table, results, records)
+
+
+def _data_kind(split: Any) -> str:
+    sources = set(split["source"]) if "source" in split.column_names else set()
+    if sources == {"synthetic"}:
+        return "synthetic (phantom images)"
+    if sources == {"real"}:
+        return "real"
+    return "mixed" if sources else "unknown"
+
+
+def format_ablation_markdown(results: Mapping[str, Any], decimals: int = 3) -> str:
+    """The ablation as markdown: data, recipe, protocols and interval stated, then one table (rows metrics, columns variants)."""
+    data = results["data"]
+    variants = [v["name"] for v in results["variants"]]
+    interval = results["interval"]
+    splits = ", ".join(f"{name} {c['studies']} ({c['normal']} normal / {c['abnormal']} abnormal)"
+                       for name, c in data["splits"].items())
+    recipe = results["recipe"]
+    lines = [
+        "# Loss ablation",
+        "",
+        f"_Data ({data['kind']}): {data['note']}. Split (seed {data['split_seed']}): {splits}; "
+        f"{data['test_distinct_reports']} distinct normalised reports among the test studies._",
+        "",
+        f"- **Model**: {results['model']}; trained from scratch for each run.",
+        f"- **Recipe**: {recipe['optimizer']}, learning rate {recipe['learning_rate']} (backbone and head), "
+        f"{recipe['schedule']}, {recipe['epochs']} epochs, batch {recipe['batch_size']} (drop_last).",
+        f"- **Seeds**: {', '.join(map(str, results['seeds']))} (model initialisation and batch order; the data split is fixed).",
+        "- **Variants** (bce / supcon / clip weights): "
+        + "; ".join(f"{v['name']} = {v['bce_weight']:g} / {v['supcon_weight']:g} / {v['clip_weight']:g}"
+                    for v in results["variants"]) + ".",
+        "- **Protocols**: " + "; ".join(f"`{name}`: {text}" for name, text in results["protocols"].items()) + ".",
+        "- **Accuracy**: `accuracy@k` is instance accuracy (the paired item in the top k); `accuracy_dedup@k` is "
+        "duplicate-aware (a retrieved item whose normalised report equals the pair's also counts). "
+        "Metric definitions: docs/metrics.md.",
+        f"- **Cells**: mean over seeds [{interval['level']:.0%} CI]; {interval['method']}; {interval['n_boot']} resamples. "
+        "Rows that are undefined for every variant (accuracy@k with the own pair excluded) are left out.",
+        "",
+        "| Protocol | Direction | Metric | " + " | ".join(_escape(v) for v in variants) + " |",
+        "|---|---|---|" + "---:|" * len(variants),
+    ]
+    for key, row in results["metrics"].items():
+        cells = [row.get(name) for name in variants]
+        if all(c is None or c.get("mean") is None for c in cells):
+            continue
+        protocol, direction, metric = key.split("/", 2)
+        rendered = [_cell(c, decimals) for c in cells]
+        lines.append(f"| {protocol} | {direction.replace('_', ' ')} | {metric} | " + " | ".join(rendered) + " |")
+    lines += ["", f"_Data: {data['note']}_", ""]
+    return "\n".join(lines)
+
+
+def _cell(cell: Mapping[str, Any] | None, decimals: int) -> str:
+    if cell is None or cell.get("mean") is None:
+        return "n/a"
+    mean, lo, hi = cell["mean"], cell.get("ci_low"), cell.get("ci_high")
+    if lo is None or hi is None:
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, torch uses `threads` CPU threads (None: unchanged); the previous count is restored.
+
+    On a shared or oversubscribed CPU one thread is often far faster for these tiny models than one per core.
+    """
+    import torch
+
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars(quiet: bool = True) -> Iterator[None]:
+    """Within the block, no `datasets` / transformers progress bars when `quiet`; the previous state is restored."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if not quiet:
+        yield
+        return
+    datasets_on, transformers_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if transformers_on:
+            hf_logging.enable_progress_bar()
+
+
+def build_parser() -> Any:
+    """Flags of `examples/ablate.py`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="ablate.py",
+        description="Train the tiny demo model with each loss subset and several seeds on one split; write "
+        "ablation.md (one table, mean [95% CI] over seeds and test queries) and ablation.json.",
+    )
+    parser.add_argument("--output_dir", default="runs/ablation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default: 0 1)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                        help="subset of the variants, by name (default: all): " + "; ".join(v.name for v in ABLATION_VARIANTS))
+    parser.add_argument("--n_studies", type=int, default=600, help="phantom studies before the split (default 600)")
+    parser.add_argument("--epochs", type=float, default=30)
+    parser.add_argument("--data_seed", type=int, default=0, help="seed of the data and its split (fixed across runs)")
+    parser.add_argument("--openi", default=None,
+                        help="../shared/openi (pair phantoms with real reports) or a saved DatasetDict of real studies")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--n_boot", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run `run_ablation`; returns 0."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    variants = ABLATION_VARIANTS
+    if args.variants:
+        known = {v.name: v for v in ABLATION_VARIANTS}
+        unknown = [name for name in args.variants if name not in known]
+        if unknown:
+            parser.error(f"unknown variant(s) {unknown}; choose from {list(known)}")
+        variants = tuple(known[name] for name in args.variants)
+    if args.n_boot < 1:
+        parser.error("--n_boot must be >= 1 (the table reports intervals)")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    with quiet_progress_bars(args.quiet), torch_threads(args.threads):
+        result = run_ablation(
+            args.output_dir, variants=variants, seeds=args.seeds, n_studies=args.n_studies, epochs=args.epochs,
+            data_seed=args.data_seed, openi=args.openi, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            ks=args.ks, n_boot=args.n_boot, verbose=not args.quiet,
+        )
+    if not args.quiet:
+        print(result.table)
+    return 0

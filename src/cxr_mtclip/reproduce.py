@@ -1,0 +1,572 @@
+"""Reproduce the paper's Tables I-III: download, build OpenI, fine-tune BiomedCLIP, evaluate three models side by side.
+
+Online (`run_reproduction(mode="online")`): the NLM tarballs of OpenI are downloaded (`download_openi`) and built
+into a `DatasetDict` with the paper's split; BiomedCLIP is fine-tuned with the paper's recipe through
+`cxr_mtclip.training.run_training` (optionally after an optuna search of the loss weights); CLIP ViT-B/16
+(OpenAI weights, open_clip), zero-shot BiomedCLIP and the fine-tuned model are evaluated with
+`cxr_mtclip.evaluate_retrieval.evaluate_models` on the test split; `paper_comparison.md` / `.json` put the
+measured numbers (with bootstrap CIs) next to the values published in the paper (``paper_results.json``).
+
+Offline (`mode="offline"`, or automatically when the Hub is unreachable or ``HF_HUB_OFFLINE=1``): the same
+pipeline (save the data, save the starting model, `run_training`, `evaluate_models`, comparison) runs on the tiny
+demo architecture and synthetic phantoms (optionally paired with real reports), with a tiny random-init
+open_clip CLIP as the CLIP stand-in; every table says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_file, atomic_write_text
+from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID
+from .experiments import quiet_progress_bars, torch_threads
+
+__all__ = [
+    "MODEL_KEYS",
+    "OPENI_URLS",
+    "PAPER_ARXIV_ID",
+    "PAPER_TABLES",
+    "ReproductionResult",
+    "build_comparison",
+    "build_parser",
+    "download_file",
+    "download_openi",
+    "format_comparison_markdown",
+    "hub_available",
+    "load_paper_results",
+    "main",
+    "resolve_mode",
+    "run_reproduction",
+]
+
+PAPER_ARXIV_ID = "2601.05399"
+OPENI_BASE_URL = "https://openi.nlm.nih.gov/imgs/collections/"
+OPENI_FILES = ("NLMCXR_reports.tgz", "NLMCXR_png.tgz")
+OPENI_URLS = tuple(OPENI_BASE_URL + name for name in OPENI_FILES)
+OPENI_FOLDER = "NLMCXR"
+MODEL_KEYS = ("clip", "biomedclip_zero_shot", "biomedclip_fine_tuned")
+PAPER_TABLES = (
+    ("I", "image_to_text", "Image -> report retrieval"),
+    ("II", "text_to_image", "Report -> image retrieval"),
+    ("III", "classification", "Normal/abnormal classification (fused head)"),
+)
+_ONLINE_NAMES = {
+    "clip": "CLIP ViT-B/16 (openai)",
+    "biomedclip_zero_shot": "BiomedCLIP zero-shot",
+    "biomedclip_fine_tuned": "BiomedCLIP fine-tuned",
+}
+_OFFLINE_NAMES = {
+    "clip": "CLIP stand-in (tiny open_clip, random init)",
+    "biomedclip_zero_shot": "zero-shot stand-in (tiny, untrained)",
+    "biomedclip_fine_tuned": "fine-tuned stand-in (tiny, trained)",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FAMILIES = ("accuracy", "accuracy_dedup", "mean_cosine", "precision", "f1", "roc_auc", "map")
+
+
+@dataclass
+class ReproductionResult:
+    """What `run_reproduction` did and wrote."""
+
+    mode: str
+    output_dir: Path
+    results: dict[str, Any]
+    comparison: dict[str, Any]
+    markdown_path: Path
+    json_path: Path
+    table: str
+
+
+# -- downloads -----------------------------------------------------------------------------------------
+
+
+def download_file(url: str, dest: str | os.PathLike, *, timeout: float = 60.0, show_progress: bool = True) -> Path:
+    """Download `url` to `dest` (temp file in the same folder, renamed when complete); an existing file is kept.
+
+    A download whose length differs from the server's Content-Length raises OSError and leaves nothing behind.
+
+    Example:
+        >>> download_file("https://openi.nlm.nih.gov/imgs/collections/NLMCXR_reports.tgz", "cache/NLMCXR_reports.tgz")  # doctest: +SKIP
+    """
+    dest = Path(dest)
+    if dest.is_file() and dest.stat().st_size > 0:
+        return dest
+    request = urllib.request.Request(url, headers={"User-Agent": "cxr_mtclip reproduce_paper"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, atomic_file(dest) as tmp:
+            header = response.headers.get("Content-Length")
+            expected = int(header) if header and header.isdigit() else None
+            written, next_report = 0, 0
+            with open(tmp, "wb") as handle:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+                    written += len(chunk)
+                    if show_progress and written >= next_report:
+                        total = f" of {expected / 1e6:.0f} MB" if expected else ""
+                        print(f"  {dest.name}: {written / 1e6:.0f} MB{total}", file=sys.stderr)
+                        next_report = written + (50 << 20)
+            if expected is not None and written != expected:
+                raise OSError(f"{url}: received {written} bytes but the server announced {expected}; run again")
+    except urllib.error.URLError as err:
+        raise OSError(f"could not download {url} ({err.reason}); fetch it by hand into {dest.parent}") from err
+    return dest
+
+
+def download_openi(cache_dir: str | os.PathLike, urls: Sequence[str] = OPENI_URLS, *, show_progress: bool = True) -> Path:
+    """Fetch the NLM OpenI tarballs (reports XML + PNG images) into ``<cache_dir>/NLMCXR``; returns that folder.
+
+    Example:
+        >>> folder = download_openi("~/.cache/cxr_mtclip")  # doctest: +SKIP
+    """
+    folder = Path(cache_dir).expanduser() / OPENI_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for url in urls:
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        if not name:
+            raise ValueError(f"{url}: the URL names no file")
+        download_file(url, folder / name, show_progress=show_progress)
+    return folder
+
+
+def hub_available(timeout: float = 5.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the Hugging Face Hub does not answer within `timeout` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        return False
+    from huggingface_hub import constants
+
+    repo = BIOMEDCLIP_HUB_ID.removeprefix("hf-hub:")
+    request = urllib.request.Request(f"{constants.ENDPOINT}/api/models/{repo}", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def resolve_mode(mode: str = "auto") -> str:
+    """``"online"`` or ``"offline"``: `mode` itself, or for ``"auto"`` whether the Hub is reachable."""
+    if mode not in ("auto", "online", "offline"):
+        raise ValueError(f"mode must be 'auto', 'online' or 'offline', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "online" if hub_available() else "offline"
+
+
+# -- the paper's published numbers ---------------------------------------------------------------------
+
+
+def load_paper_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``paper_results.json``: a citation, the table layout and one value (or null) per cell.
+
+    Example:
+        >>> paper = load_paper_results("examples/paper_results.json")  # doctest: +SKIP
+        >>> paper["citation"]["arxiv"]  # doctest: +SKIP
+        '2601.05399'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: paper results file not found (examples/paper_results.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    citation = data.get("citation")
+    if not isinstance(citation, dict) or citation.get("arxiv") != PAPER_ARXIV_ID or not citation.get("title"):
+        raise ValueError(f"{path}: 'citation' must name the paper (title, arxiv '{PAPER_ARXIV_ID}')")
+    if not isinstance(data.get("note"), str) or not data["note"].strip():
+        raise ValueError(f"{path}: 'note' must say where the values come from")
+    values = data.get("values")
+    if not isinstance(values, dict) or set(values) != set(MODEL_KEYS):
+        raise ValueError(f"{path}: 'values' must have exactly the models {list(MODEL_KEYS)}")
+    groups = {group for _, group, _ in PAPER_TABLES}
+    for model, metrics in values.items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{path}: values[{model!r}] must map metric keys to numbers or null")
+        for key, value in metrics.items():
+            if key.partition("/")[0] not in groups:
+                raise ValueError(f"{path}: values[{model!r}] key {key!r} must start with one of {sorted(groups)}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or not -1.0 <= value <= 1.0):
+                raise ValueError(f"{path}: values[{model!r}][{key!r}] must be null or a fraction in [-1, 1], got {value!r}")
+    return data
+
+
+# -- comparison tables --------------------------------------------------------------------------------
+
+
+def _metric_sort(metric: str) -> tuple[int, int, str]:
+    name, _, k = metric.partition("@")
+    family = _FAMILIES.index(name) if name in _FAMILIES else len(_FAMILIES)
+    return family, int(k) if k.isdigit() else 0, metric
+
+
+def _ours(entry: Mapping[str, Any], protocol: str, group: str) -> dict[str, tuple[float | None, list | None]]:
+    """``{metric: (value, [estimate, lo, hi] or None)}`` of one model for a table group."""
+    if group == "classification":
+        return {key.partition("/")[2]: (value, None) for key, value in entry["classification"].items()}
+    metrics = entry["metrics"].get(protocol, {})
+    cis = entry.get("bootstrap_ci", {}).get(protocol, {})
+    return {key.partition("/")[2]: (value, cis.get(key)) for key, value in metrics.items() if key.startswith(group + "/")}
+
+
+def _fmt(value: Any, ci: Sequence[Any] | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{float(value):.4f}"
+    if ci and len(ci) == 3 and ci[1] is not None and ci[2] is not None:
+        text += f" [{float(ci[1]):.4f}, {float(ci[2]):.4f}]"
+    return text
+
+
+def build_comparison(results: Mapping[str, Any], paper: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """Measured (paper protocol, with CIs) and published values per table, metric and model, as plain data."""
+    models = results["models"]
+    missing = [names[key] for key in MODEL_KEYS if names[key] not in models]
+    if missing:
+        raise ValueError(f"evaluation results lack model(s) {missing}; have {sorted(models)}")
+    tables: dict[str, Any] = {}
+    for number, group, title in PAPER_TABLES:
+        rows: dict[str, dict[str, Any]] = {}
+        ours = {key: _ours(models[names[key]], "paper", group) for key in MODEL_KEYS}
+        metrics = sorted({m for per_model in ours.values() for m in per_model}, key=_metric_sort)
+        for metric in metrics:
+            rows[metric] = {}
+            for key in MODEL_KEYS:
+                value, ci = ours[key].get(metric, (None, None))
+                rows[metric][key] = {"ours": value, "ours_ci": ci[1:] if ci else None,
+                                     "paper": paper["values"][key].get(f"{group}/{metric}")}
+        tables[number] = {"group": group, "title": title, "protocol": "paper" if group != "classification" else "head",
+                          "rows": rows}
+    return {"models": {key: names[key] for key in MODEL_KEYS}, "tables": tables}
+
+
+def format_comparison_markdown(
+    results: Mapping[str, Any], paper: Mapping[str, Any], comparison: Mapping[str, Any], *, banner: str
+) -> str:
+    """Tables I-III (ours vs paper), the cross-modal tables and the own-half analysis; `banner` heads every table."""
+    names = comparison["models"]
+    models = results["models"]
+    citation = paper["citation"]
+    counts = results["counts"]
+    data_line = (f"Data: {results['data_note']} ({counts['evaluated']} test studies: {counts['labels']['normal']} normal, "
+                 f"{counts['labels']['abnormal']} abnormal; {counts['unique_reports']} distinct normalised reports).")
+    lines = [
+        f"# Reproduction of arXiv {citation['arxiv']}: Tables I-III",
+        "",
+        f"> **{banner}**",
+        "",
+        f"Paper: {', '.join(citation.get('authors', []))}. *{citation['title']}*. arXiv:{citation['arxiv']} "
+        f"({citation.get('year', '')}). Published values: `examples/paper_results.json` ({paper.get('status', 'unknown status')}).",
+        "",
+        data_line,
+        "",
+        "Protocols: `paper` = Algorithm 2 (image and report queries ranked against the fused image + report "
+        "embeddings); `cross-modal` = image queries against report embeddings and report queries against image "
+        "embeddings. `accuracy@k` is instance accuracy (the paired study in the top k); `accuracy_dedup@k` is "
+        "duplicate-aware (a study whose normalised report equals the pair's also counts). Ours: value "
+        f"[95% bootstrap CI over test queries, {results['n_boot']} resamples]; 'not copied' = the paper's value is "
+        "not in paper_results.json yet. Definitions: docs/metrics.md.",
+        "",
+    ]
+    header_models = [names[key] for key in MODEL_KEYS]
+    for number, table in comparison["tables"].items():
+        protocol = "paper (Algorithm 2)" if table["group"] != "classification" else "fused-logit head"
+        lines += [f"## Table {number}: {table['title']} - protocol: {protocol}", "", f"_{banner}_", ""]
+        if table["group"] == "classification":
+            lines += ["The CLIP and zero-shot heads are untrained (seeded random `Linear`): chance-level by construction.", ""]
+        lines.append("| Metric | " + " | ".join(f"{m}: ours | {m}: paper" for m in header_models) + " |")
+        lines.append("|---|" + "---:|---:|" * len(header_models))
+        for metric, row in table["rows"].items():
+            cells = []
+            for key in MODEL_KEYS:
+                cell = row[key]
+                ci = [cell["ours"], *cell["ours_ci"]] if cell["ours_ci"] else None
+                cells += [_fmt(cell["ours"], ci), "not copied" if cell["paper"] is None else _fmt(cell["paper"])]
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for number, group, title in PAPER_TABLES[:2]:
+        lines += [f"## Table {number} again, protocol: cross-modal (ours only; the paper reports the paper protocol)", "",
+                  f"_{banner}_", "", "| Metric | " + " | ".join(header_models) + " |", "|---|" + "---:|" * len(header_models)]
+        ours = {key: _ours(models[names[key]], "cross-modal", group) for key in MODEL_KEYS}
+        for metric in sorted({m for v in ours.values() for m in v}, key=_metric_sort):
+            cells = []
+            for key in MODEL_KEYS:
+                value, ci = ours[key].get(metric, (None, None))
+                cells.append(_fmt(value, ci))
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "## How much of the paper-protocol Accuracy@1 comes from the query's own half", "", f"_{banner}_", "",
+        "In the paper protocol the query's own embedding is half of its pair's fused vector (own-pair score >= "
+        "sqrt(1/2) whatever the model learned). 'Paper-only top-1' = share of queries ranked first by the paper "
+        "protocol but not by the cross-modal one. The '(own pair excluded)' columns rank the other studies only "
+        "(accuracy@k is then undefined; the duplicate-aware and label metrics remain).", "",
+        "| Model | Direction | Accuracy@1 paper | Accuracy@1 cross-modal | Difference | Paper-only top-1 | "
+        "accuracy_dedup@1 paper | accuracy_dedup@1 own pair excluded | precision@5 paper | precision@5 own pair excluded |",
+        "|---|---|" + "---:|" * 8,
+    ]
+    for key in MODEL_KEYS:
+        entry = models[names[key]]
+        for direction, values in entry.get("self_match", {}).items():
+            paper_metrics = entry["metrics"].get("paper", {})
+            excluded = entry["metrics"].get("paper (own pair excluded)", {})
+            cells = [values.get("paper/accuracy@1"), values.get("cross-modal/accuracy@1"), values.get("difference/accuracy@1"),
+                     values.get("paper_only_top1_fraction"), paper_metrics.get(f"{direction}/accuracy_dedup@1"),
+                     excluded.get(f"{direction}/accuracy_dedup@1"), paper_metrics.get(f"{direction}/precision@5"),
+                     excluded.get(f"{direction}/precision@5")]
+            lines.append(f"| {names[key]} | {direction.replace('_', ' ')} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    lines += ["", f"Full per-model results (every metric, CIs, FAISS check, t-SNE): `eval/results.md`, `eval/results.json`.", ""]
+    return "\n".join(lines)
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------
+
+
+def run_reproduction(
+    output_dir: str | os.PathLike,
+    *,
+    paper_results: str | os.PathLike,
+    mode: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    openi: str | os.PathLike | None = None,
+    hpo_trials: int = 0,
+    seed: int = 0,
+    split_seed: int = 42,
+    n_studies: int | None = None,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    n_boot: int = 1000,
+    verbose: bool = True,
+) -> ReproductionResult:
+    """Run the reproduction online (BiomedCLIP + OpenI) or offline (tiny stand-ins + phantoms); see the module doc.
+
+    Args:
+        paper_results: ``paper_results.json`` (checked first, so a bad file fails before any download).
+        mode: ``"auto"`` (online when the Hub answers and HF_HUB_OFFLINE is unset), ``"online"`` or ``"offline"``.
+        cache_dir: online: where the OpenI tarballs and the built dataset go (default ~/.cache/cxr_mtclip);
+            the model weights go to the Hugging Face / open_clip caches.
+        openi: offline only: a folder with ``reports.csv`` (../shared/openi) to pair phantoms with real reports,
+            or a saved DatasetDict of real studies.
+        hpo_trials: optuna trials over the loss weights before the final fine-tuning (the paper used 20).
+        n_studies, epochs, batch_size, learning_rate: override the recipe (offline defaults: the demo's
+            1200 studies, 60 epochs, batch 64, 3e-3; online defaults: the paper's 20 epochs, batch 128, 1e-5).
+
+    Example:
+        >>> run_reproduction("repro", paper_results="examples/paper_results.json", mode="offline")  # doctest: +SKIP
+    """
+    paper = load_paper_results(paper_results)
+    mode = resolve_mode(mode)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if verbose else (lambda *a, **k: None)
+    start = time.time()
+    if mode == "online":
+        models, test, note, banner, names = _online_models(out, cache_dir, hpo_trials, seed, split_seed, epochs,
+                                                           batch_size, learning_rate, say, verbose)
+    else:
+        models, test, note, banner, names = _offline_models(out, openi, hpo_trials, seed, n_studies, epochs,
+                                                            batch_size, learning_rate, say, verbose)
+    from .evaluate_retrieval import evaluate_models
+
+    say(f"[4/5] evaluating {', '.join(models)} on the test split ({len(test)} studies), both protocols")
+    results = evaluate_models(models, test, out / "eval", protocol="both", data_note=note, ks=ks, seed=seed,
+                              n_boot=n_boot, batch_size=32, show_progress=verbose)
+    say("[5/5] tables next to the published values")
+    comparison = build_comparison(results, paper, names)
+    comparison.update({"mode": mode, "banner": banner, "data_note": note, "citation": paper["citation"],
+                       "paper_status": paper.get("status"), "seconds": round(time.time() - start, 1)})
+    table = format_comparison_markdown(results, paper, comparison, banner=banner)
+    json_path, markdown_path = out / "paper_comparison.json", out / "paper_comparison.md"
+    atomic_write_text(json_path, json.dumps(_json_safe(comparison), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(markdown_path, table)
+    say(table)
+    say(f"wrote {markdown_path}, {json_path} and {out / 'eval'} ({time.time() - start:.0f} s) [{banner}]")
+    return ReproductionResult(mode, out, results, comparison, markdown_path, json_path, table)
+
+
+def _training_arguments(output_dir: Path, seed: int, hpo_trials: int, verbose: bool, **settings: Any) -> Any:
+    import torch
+
+    from .training import CxrMtClipTrainingArguments
+
+    params = dict(output_dir=str(output_dir), seed=seed, data_seed=seed, hpo_trials=hpo_trials, report_to="none",
+                  disable_tqdm=not verbose, use_cpu=not torch.cuda.is_available())
+    params.update(settings)
+    return CxrMtClipTrainingArguments(**params)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The recipe overrides the user actually gave (None = keep the recipe's value)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_seed: int, epochs: Any,
+                   batch_size: Any, learning_rate: Any, say: Any, verbose: bool) -> tuple[dict, Any, str, str, dict]:
+    from datasets import load_from_disk
+
+    from .clip_baseline import CLIP_BASELINE_MODEL, CLIP_BASELINE_PRETRAINED, load_open_clip_baseline
+    from .data import build_openi_dataset
+    from .retrieval import load_retrieval_model
+    from .training import DataArguments, ModelArguments, run_training
+
+    cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "cxr_mtclip"
+    say(f"[1/5] OpenI: downloading the NLM tarballs into {cache / OPENI_FOLDER}")
+    source = download_openi(cache, show_progress=verbose)
+    data_dir = cache / f"openi_split{split_seed}"
+    if not (data_dir / "dataset_dict.json").is_file():
+        say(f"      building the DatasetDict (one frontal image per study, test 200 + 200, seed {split_seed}) in {data_dir}")
+        build_openi_dataset(source, data_dir, seed=split_seed, test_per_class=200, overwrite=True, show_progress=verbose)
+    test = load_from_disk(str(data_dir))["test"]
+    say(f"[2/5] fine-tuning BiomedCLIP ({BIOMEDCLIP_HUB_ID}) with the paper's recipe"
+        + (f" after a {hpo_trials}-trial search of the loss weights" if hpo_trials else ""))
+    run_dir = out / "fine-tuned"
+    args = _training_arguments(run_dir, seed, hpo_trials, verbose, **_given(
+        num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=learning_rate))
+    run_training(ModelArguments(backbone=BIOMEDCLIP_HUB_ID), DataArguments(dataset=str(data_dir)), args)
+    say(f"[3/5] loading CLIP {CLIP_BASELINE_MODEL} ({CLIP_BASELINE_PRETRAINED}), zero-shot and fine-tuned BiomedCLIP")
+    device = "cuda" if _cuda() else "cpu"
+    models = {
+        _ONLINE_NAMES["clip"]: load_open_clip_baseline(seed=seed, device=device),
+        _ONLINE_NAMES["biomedclip_zero_shot"]: load_retrieval_model(BIOMEDCLIP_HUB_ID, seed=seed, device=device),
+        _ONLINE_NAMES["biomedclip_fine_tuned"]: load_retrieval_model(run_dir, seed=seed, device=device),
+    }
+    note = f"OpenI (NLM) test split, real chest X-rays and reports, seed {split_seed} ({data_dir})"
+    banner = "ONLINE: BiomedCLIP and CLIP ViT-B/16 pretrained weights, real OpenI data"
+    return models, test, note, banner, _ONLINE_NAMES
+
+
+def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies: Any, epochs: Any,
+                    batch_size: Any, learning_rate: Any, say: Any, verbose: bool) -> tuple[dict, Any, str, str, dict]:
+    import torch
+
+    from .atomic import atomic_directory
+    from .clip_baseline import tiny_open_clip_baseline
+    from .demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, demo_config, load_demo_data
+    from .modeling_cxr_mtclip import CxrMtClipModel
+    from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+    from .retrieval import load_retrieval_model
+    from .training import DataArguments, ModelArguments, run_training
+
+    n_studies = n_studies or DEMO_STUDIES
+    say(f"[1/5] OFFLINE: {n_studies} studies of synthetic phantoms (no download), saved to {out / 'data'}")
+    splits, data_note = load_demo_data(openi, n_studies, seed)
+    with atomic_directory(out / "data") as tmp:
+        splits.save_to_disk(str(tmp))
+    tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], out / "tokenizer", vocab_size=1000)
+    config = demo_config(len(tokenizer))
+    processor = CxrMtClipProcessor.from_config(config, tokenizer)
+    start_dir = out / "zero-shot"
+    torch.manual_seed(seed)
+    with atomic_directory(start_dir) as tmp:  # model + processor appear together or not at all
+        CxrMtClipModel(config).save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    lr = learning_rate or 3e-3
+    say(f"[2/5] fine-tuning the tiny demo model from random init (demo recipe: bce {config.bce_weight}, supcon "
+        f"{config.supcon_weight}, clip {config.clip_weight}; lr {lr}; the paper's weights collapse random towers)"
+        + (f" after a {hpo_trials}-trial search of the loss weights" if hpo_trials else ""))
+    run_dir = out / "fine-tuned"
+    args = _training_arguments(
+        run_dir, seed, hpo_trials, verbose, num_train_epochs=epochs or DEMO_EPOCHS,
+        per_device_train_batch_size=batch_size or 64, per_device_eval_batch_size=batch_size or 64,
+        learning_rate=lr, head_learning_rate=lr, eval_strategy="no", save_strategy="no",
+        dataloader_drop_last=True, metric_for_best_model=None, logging_steps=10,
+        logging_first_step=True,  # short runs still log a loss for run_training's loss-curve plot
+    )
+    run_training(ModelArguments(model_name_or_path=str(start_dir)), DataArguments(dataset=str(out / "data")), args)
+    say("[3/5] loading the stand-ins: tiny random-init open_clip CLIP, untrained and fine-tuned tiny models")
+    models = {
+        _OFFLINE_NAMES["clip"]: tiny_open_clip_baseline(seed=seed, image_size=DEMO_IMAGE_SIZE),
+        _OFFLINE_NAMES["biomedclip_zero_shot"]: load_retrieval_model(start_dir, seed=seed),
+        _OFFLINE_NAMES["biomedclip_fine_tuned"]: load_retrieval_model(run_dir, seed=seed),
+    }
+    images = "synthetic phantom images" if "SYNTHETIC" in data_note else "the given studies"
+    banner = (f"OFFLINE STAND-IN: tiny random-init towers (not BiomedCLIP, not CLIP ViT-B/16) trained on {images}; "
+              "not comparable with the paper's numbers")
+    note = f"OFFLINE STAND-IN: {data_note}"
+    return models, splits["test"], note, banner, _OFFLINE_NAMES
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+# -- command line ---------------------------------------------------------------------------------------
+
+
+def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
+    """Flags of `examples/reproduce_paper.py`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="reproduce_paper.py",
+        description="Reproduce Tables I-III of arXiv 2601.05399 (CLIP, zero-shot BiomedCLIP, fine-tuned BiomedCLIP on "
+        "OpenI) next to the published values; offline, the same pipeline on tiny stand-ins and synthetic phantoms.",
+    )
+    parser.add_argument("--output_dir", default="runs/reproduce")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--offline", action="store_true", help="tiny stand-ins + phantoms, no network")
+    where.add_argument("--online", action="store_true", help="skip the Hub reachability check")
+    parser.add_argument("--paper_results", default=default_paper_results, required=default_paper_results is None,
+                        help="the published values (examples/paper_results.json)")
+    parser.add_argument("--cache_dir", default=None, help="online: OpenI tarballs and built dataset (~/.cache/cxr_mtclip)")
+    parser.add_argument("--openi", default=None, help="offline: ../shared/openi (real reports for the phantoms) or a DatasetDict")
+    parser.add_argument("--hpo_trials", type=int, default=0, help="optuna trials over the loss weights first (paper: 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split_seed", type=int, default=42, help="online: seed of the OpenI train/validation/test split")
+    parser.add_argument("--n_studies", type=int, default=None, help="offline: phantom studies (default 1200)")
+    parser.add_argument("--epochs", type=float, default=None, help="default: 20 online (paper), 60 offline (demo)")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 128 online (paper), 64 offline")
+    parser.add_argument("--learning_rate", type=float, default=None, help="default: 1e-5 online (paper), 3e-3 offline")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
+    parser.add_argument("--n_boot", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, default_paper_results: str | os.PathLike | None = None) -> int:
+    """Parse `argv` and run `run_reproduction`; returns 0."""
+    parser = build_parser(default_paper_results)
+    args = parser.parse_args(argv)
+    if args.hpo_trials < 0:
+        parser.error("--hpo_trials must be >= 0")
+    mode = "offline" if args.offline else "online" if args.online else "auto"
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    with quiet_progress_bars(args.quiet), torch_threads(args.threads):
+        run_reproduction(
+            args.output_dir, paper_results=args.paper_results, mode=mode, cache_dir=args.cache_dir, openi=args.openi,
+            hpo_trials=args.hpo_trials, seed=args.seed, split_seed=args.split_seed, n_studies=args.n_studies,
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, ks=args.ks,
+            n_boot=args.n_boot, verbose=not args.quiet,
+        )
+    return 0
+
