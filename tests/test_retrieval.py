@@ -526,3 +526,24 @@ def test_real_openi_reports_only_rows_get_text_embeddings_only(openi_dir, tiny_m
     retriever = RetrievalIndex(tiny_model, tiny_processor, indexed)
     scores, examples = retriever.search_similar_studies(indexed[0]["image"], indexed[0]["report"], k=len(with_image))
     assert examples["uid"][0] == indexed[0]["uid"] and len(scores) == len(with_image)
+
+
+def test_embed_dataset_with_dataloader_workers_matches_the_serial_path(tiny_config, tiny_processor):
+    import datasets as hf_datasets
+    from PIL import Image as PILImage
+
+    from cxr_mtclip import CxrMtClipModel
+    from cxr_mtclip.retrieval import embed_dataset
+
+    torch.manual_seed(0)
+    model = CxrMtClipModel(tiny_config)
+    rows = {
+        "image": [PILImage.new("L", (64, 64), 30 * i) for i in range(7)],
+        "report": [f"heart size normal {'left ' * i}effusion" for i in range(7)],
+        "label": [i % 2 for i in range(7)],
+    }
+    data = hf_datasets.Dataset.from_dict(rows).cast_column("image", hf_datasets.Image())
+    serial = embed_dataset(model, tiny_processor, data, batch_size=3, show_progress=False)
+    workers = embed_dataset(model, tiny_processor, data, batch_size=3, show_progress=False, num_workers=2)
+    for column in ("image_embeds", "text_embeds", "fused_embeds"):
+        assert np.allclose(np.asarray(serial[column]), np.asarray(workers[column]), atol=1e-6)

@@ -198,6 +198,7 @@ def embed_dataset(
     accelerator: Any = None,
     device: str | torch.device | None = None,
     show_progress: bool = True,
+    num_workers: int = 0,
 ) -> Dataset:
     """Return `dataset` with float32 L2-normalised embedding columns and the model's fingerprint column.
 
@@ -208,6 +209,8 @@ def embed_dataset(
             contiguous shard and every process gets back the whole dataset, rows in order.
         device: where to run the model (it is moved there); default the accelerator's device, else
             the model's.
+        num_workers: DataLoader workers that decode and preprocess batches ahead of the model
+            (pinned memory on CUDA, where the towers also run under bf16 autocast).
 
     Missing modalities: a row whose image is None (a reports-only study) gets None in
     ``image_embeds``, ``fused_embeds`` and ``logits``; a row whose report is None or blank gets
@@ -251,11 +254,11 @@ def embed_dataset(
             rank = int(accelerator.process_index)
             shard = view.shard(num_shards=num_processes, index=rank, contiguous=True)
             local = _embed_rows(core, processor, shard, image_column if has_images else None, text_column,
-                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main)
+                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers)
             arrays = _gather_shards(local, num_processes, len(dataset))
         else:
             arrays = _embed_rows(core, processor, view, image_column if has_images else None, text_column,
-                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main)
+                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers)
 
     fingerprint = model_fingerprint(core)
     arrays["fused_embeds"] = _fuse_rows(arrays["image_embeds"], arrays["text_embeds"])
@@ -271,6 +274,32 @@ def embed_dataset(
     return out
 
 
+class _PreparedBatches(torch.utils.data.Dataset):
+    """Batch `i` of a view, decoded and preprocessed: what DataLoader workers compute ahead of the model."""
+
+    def __init__(self, view: Dataset, processor: Any, image_column: str | None, text_column: str, batch_size: int) -> None:
+        self.view, self.processor = view, processor
+        self.image_column, self.text_column, self.batch_size = image_column, text_column, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.view) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start = index * self.batch_size
+        batch = self.view[start : start + self.batch_size]
+        texts = batch[self.text_column]
+        images = batch[self.image_column] if self.image_column is not None else [None] * len(texts)
+        image_rows = [i for i, image in enumerate(images) if image is not None]
+        text_rows = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+        out: dict[str, Any] = {"start": start, "image_rows": image_rows, "text_rows": text_rows}
+        if image_rows:
+            out["pixel_values"] = self.processor(images=[images[i] for i in image_rows])["pixel_values"]
+        if text_rows:
+            encoded = self.processor(text=[texts[i] for i in text_rows])
+            out["input_ids"], out["attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
+        return out
+
+
 def _embed_rows(
     core: torch.nn.Module,
     processor: Any,
@@ -280,32 +309,38 @@ def _embed_rows(
     batch_size: int,
     want_logits: bool,
     show_progress: bool,
+    num_workers: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Raw per-row float32 arrays (NaN rows where a modality is missing) for one process's rows."""
+    """Raw per-row float32 arrays (NaN rows where a modality is missing) for one process's rows.
+
+    Decoding and preprocessing run in `num_workers` DataLoader workers (pinned memory on CUDA) while the
+    model embeds the previous batch; on CUDA the towers run under bf16 autocast.
+    """
     n = len(view)
     dim = int(core.config.embed_dim)
     image_out = np.full((n, dim), np.nan, dtype=np.float32)
     text_out = np.full((n, dim), np.nan, dtype=np.float32)
     logits_out = np.full(n, np.nan, dtype=np.float32)
     device, dtype = _model_device(core), _model_dtype(core)
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="Embedding", unit="batch", disable=not show_progress or n == 0):
-        batch = view[start : start + batch_size]
-        texts = batch[text_column]
-        images = batch[image_column] if image_column is not None else [None] * len(texts)
-        image_rows = [i for i, image in enumerate(images) if image is not None]
-        text_rows = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
-        with torch.inference_mode():
+    loader = torch.utils.data.DataLoader(
+        _PreparedBatches(view, processor, image_column, text_column, batch_size), batch_size=None,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+    )
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.float32
+                else contextlib.nullcontext())
+    for batch in tqdm(loader, desc="Embedding", unit="batch", disable=not show_progress or n == 0):
+        start, image_rows, text_rows = batch["start"], batch["image_rows"], batch["text_rows"]
+        with torch.inference_mode(), autocast:
             image_raw = text_raw = None
             if image_rows:
-                pixel_values = processor(images=[images[i] for i in image_rows])["pixel_values"]
-                image_raw = core.get_image_features(pixel_values.to(device, dtype), normalize=False)
+                pixel_values = batch["pixel_values"].to(device, dtype, non_blocking=True)
+                image_raw = core.get_image_features(pixel_values, normalize=False)
                 _check_finite(image_raw, "image", start, image_rows)
                 image_out[[start + i for i in image_rows]] = F.normalize(image_raw.float(), dim=-1).cpu().numpy()
             if text_rows:
-                encoded = processor(text=[texts[i] for i in text_rows])
                 text_raw = core.get_text_features(
-                    encoded["input_ids"].to(device), encoded["attention_mask"].to(device), normalize=False
+                    batch["input_ids"].to(device, non_blocking=True), batch["attention_mask"].to(device, non_blocking=True),
+                    normalize=False,
                 )
                 _check_finite(text_raw, "report", start, text_rows)
                 text_out[[start + i for i in text_rows]] = F.normalize(text_raw.float(), dim=-1).cpu().numpy()
