@@ -81,10 +81,9 @@ def load_split(dataset_dir: str | os.PathLike, split: str | None) -> Any:
         if name not in data:
             raise CliError(f"{dataset_dir}: no split {name!r}; has {sorted(data)}")
         return data[name]
-    if split not in (None, "all"):
-        # a single saved Dataset has no splits; accept it as the requested one
-        pass
-    assert isinstance(data, Dataset)
+    if not isinstance(data, Dataset):
+        raise CliError(f"{dataset_dir}: expected a Dataset or DatasetDict saved with save_to_disk, got {type(data).__name__}")
+    # a single saved Dataset has no splits; it is accepted as the requested one
     return data
 
 

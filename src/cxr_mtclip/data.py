@@ -308,8 +308,10 @@ def parse_nlm_xml(source: str | os.PathLike | bytes, *, name: str | None = None)
     label = name or (os.fspath(source) if not isinstance(source, bytes) else "<XML bytes>")
     try:
         root = ET.fromstring(source) if isinstance(source, bytes) else ET.parse(os.fspath(source)).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{label}: malformed XML ({exc})") from exc
+    except (ET.ParseError, LookupError, ValueError) as exc:
+        # LookupError: an unknown encoding declaration; ValueError: e.g. a multi-byte encoding expat refuses
+        detail = str(exc) if isinstance(exc, ET.ParseError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{label}: malformed XML ({detail})") from exc
     except OSError as exc:
         raise FileNotFoundError(f"{label}: cannot read report XML ({exc})") from exc
     if root.tag != "eCitation":
@@ -610,9 +612,16 @@ def _read_shared(folder: Path, recorder: _Recorder, *, show: bool) -> list[OpenI
             exam=exam,
         )
         declared = (row.get("label") or "").strip()
-        study.label = int(declared) if declared in {"0", "1"} else None
+        if declared not in {"", "0", "1"}:
+            recorder.problem(
+                UNKNOWN_LABEL,
+                f"{study.origin}: label column is {declared!r}; expected 0 (normal), 1 (abnormal) or empty",
+            )
+            recorder.drop(UNKNOWN_LABEL)
+            continue
+        study.label = int(declared) if declared else None
         studies.append(study)
-    recorder.summary.studies_seen += len(studies)
+    recorder.summary.studies_seen += len(rows)
     return studies
 
 

@@ -111,6 +111,7 @@ def run_demo(
     import torch
     from transformers import set_seed
 
+    from .atomic import atomic_directory, atomic_write_text
     from .evaluate_retrieval import evaluate_models
     from .modeling_cxr_mtclip import CxrMtClipModel
     from .plots import plot_loss_curves
@@ -139,8 +140,9 @@ def run_demo(
     torch.manual_seed(seed)
     model = CxrMtClipModel(config)
     untrained = copy.deepcopy(model).eval()
-    untrained.save_pretrained(out / "untrained")
-    processor.save_pretrained(out / "untrained")
+    with atomic_directory(out / "untrained") as tmp:  # model + processor appear together or not at all
+        untrained.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     say(f"      {_trainable_line(model)}")
 
     say(f"[3/6] fine-tuning with the composite loss ({_weights_line(config)}) for {epochs} epochs")
@@ -166,8 +168,9 @@ def run_demo(
     trainer = CxrMtClipTrainer(model=model, args=args, train_dataset=splits["train"], processing_class=processor)
     trainer.train()
     model = trainer.model.eval()
-    model.save_pretrained(out / "fine-tuned")
-    processor.save_pretrained(out / "fine-tuned")
+    with atomic_directory(out / "fine-tuned") as tmp:  # model + processor appear together or not at all
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     curves = plot_loss_curves(trainer.state.log_history, out / "loss_curves.png", title="composite-loss training" + (" (SYNTHETIC phantom images)" if "SYNTHETIC" in note else ""))
 
     say(f"[4/6] evaluating untrained vs fine-tuned on the test split ({len(splits['test'])} studies)")
@@ -214,8 +217,6 @@ def run_demo(
     seconds = time.time() - start
     summary = {"data_note": note, "improved": improved, "seconds": round(seconds, 1), "epochs": epochs,
                "n_studies": n_studies, "seed": seed, "loss_weights": DEMO_LOSS_WEIGHTS}
-    from .atomic import atomic_write_text
-
     atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
     verdict = "PASS" if all(improved.values()) else "FAIL"
     say(f"demo {verdict}: fine-tuned vs untrained Accuracy@5 in both directions, {seconds:.0f} s, outputs in {out} [{note}]")

@@ -75,6 +75,14 @@ def _decode_pixels(ds: Any, name: str) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ValueError(f"{name}: DICOM file has no pixel data (PixelData element missing)")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    rows, columns = getattr(ds, "Rows", None), getattr(ds, "Columns", None)
+    if rows == 0 or columns == 0:
+        raise ValueError(f"{name}: empty image (Rows={rows}, Columns={columns}); expected at least 1 x 1 pixels")
+    if syntax is not None and not getattr(syntax, "is_transfer_syntax", True):
+        raise ValueError(
+            f"{name}: unsupported transfer syntax {syntax} (not a standard DICOM transfer syntax); "
+            "expected an uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000 syntax"
+        )
     try:
         arr = ds.pixel_array
     except Exception as exc:

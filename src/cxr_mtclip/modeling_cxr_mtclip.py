@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import CONFIG_NAME, ModelOutput
 
+from .atomic import atomic_update_directory
 from .backbone import apply_freeze_policy, build_backbone, load_backbone_weights, resolve_backbone
 from .configuration_cxr_mtclip import CxrMtClipConfig
 from .losses import CompositeLoss
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+# Files a model folder may hold that are not model weights (Trainer checkpoints write them).
+_NOT_WEIGHTS = {"training_args.bin"}
+# Weight files of earlier saves that a new save replaces (a sharded save leaves no model.safetensors and back).
+_OWN_WEIGHT_PATTERNS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "model-*-of-*.safetensors")
 
 
 @dataclass
@@ -53,6 +63,17 @@ class CxrMtClipPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """transformers' `save_pretrained`, written to a temp folder and renamed in file by file, config.json last.
+
+        A reader (or a killed run) never sees a half-written model.safetensors; other files in the folder
+        (checkpoints, results) are kept.
+        """
+        if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True) or args or Path(save_directory).is_file():
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        with atomic_update_directory(save_directory, last=(CONFIG_NAME,), stale=_OWN_WEIGHT_PATTERNS) as tmp:
+            return super().save_pretrained(tmp, **kwargs)
+
 
 class CxrMtClipModel(CxrMtClipPreTrainedModel):
     """BiomedCLIP (open_clip) + `Linear(embed_dim, 1)` on dropout((V + T) / 2), trained with BCE + SupCon + CLIP.
@@ -83,7 +104,16 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CxrMtClipModel":
-        """transformers' loader, then the config's freeze policy (loading replaces the parameters)."""
+        """transformers' loader, then the config's freeze policy (loading replaces the parameters).
+
+        A local folder is checked first, each failure naming the file: config.json present; exactly one
+        set of weights, in safetensors (model.safetensors, or shards listed by model.safetensors.index.json;
+        pickle-based *.bin weights are refused); every file readable (not truncated); its tensors exactly the
+        architecture's (no missing or unexpected key, no shape mismatch unless `ignore_mismatched_sizes`).
+        """
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            check_saved_model_folder(Path(source), cls, **kwargs)
         model = super().from_pretrained(*args, **kwargs)
         if isinstance(model, tuple):  # output_loading_info=True
             apply_freeze_policy(model[0].backbone, model[0].config.trainable_image_blocks, model[0].config.trainable_text_blocks)
@@ -229,3 +259,94 @@ def trainable_parameter_report(model: CxrMtClipModel) -> str:
     trainable, total = count(model)
     detail = ", ".join(f"{name} {t:,}/{n:,}" for name, (t, n) in parts.items())
     return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f} ({detail})"
+
+
+def check_saved_model_folder(folder: Path, model_class: type[nn.Module] | None = None, **kwargs: Any) -> None:
+    """Raise FileNotFoundError / ValueError naming the file when `folder` is not a loadable saved model.
+
+    Used by `CxrMtClipModel.from_pretrained` on local folders; `kwargs` are its keyword arguments
+    (`config`, `subfolder`, `ignore_mismatched_sizes`, `variant`, `state_dict` are read).
+
+    Example:
+        >>> check_saved_model_folder(Path("runs/tiny"))  # doctest: +SKIP
+    """
+    if kwargs.get("variant") or kwargs.get("gguf_file") or kwargs.get("state_dict") is not None:
+        return  # other file layouts: left to transformers
+    if kwargs.get("subfolder"):
+        folder = folder / kwargs["subfolder"]
+    config = kwargs.get("config")
+    if not isinstance(config, CxrMtClipConfig):
+        config_file = Path(config) if isinstance(config, (str, os.PathLike)) else folder / CONFIG_NAME
+        if config_file.is_dir():
+            config_file = config_file / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(
+                f"{config_file}: missing; a saved CxrMtClipModel folder holds {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} "
+                "(written by save_pretrained)"
+            )
+        try:
+            config = CxrMtClipConfig.from_pretrained(str(config_file))
+        except (OSError, ValueError) as err:  # transformers reports invalid JSON as an OSError
+            raise ValueError(f"{config_file}: not a valid CxrMtClipConfig ({err})") from err
+
+    single, index = folder / SAFE_WEIGHTS_NAME, folder / SAFE_WEIGHTS_INDEX_NAME
+    shards: list[Path] = []
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted({folder / str(name) for name in dict(weight_map).values()})
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{index}: not a safetensors index (expected JSON with a 'weight_map'; {err})") from err
+        for shard in shards:
+            if not shard.is_file():
+                raise FileNotFoundError(f"{shard}: missing; listed as a weight shard in {index.name}")
+    expected_files = set(shards) | ({single} if single.is_file() and not shards else set())
+    extra = sorted(
+        p.name for p in folder.iterdir()
+        if p.is_file() and p not in expected_files and p.name not in _NOT_WEIGHTS
+        and (p.suffix in (".bin", ".safetensors", ".h5", ".msgpack", ".ckpt") or p.name.startswith("pytorch_model"))
+    )
+    if not expected_files:
+        found = f"; it holds {extra} (pickle-based or other weight formats are not loaded: safetensors only)" if extra else ""
+        raise FileNotFoundError(
+            f"{single}: missing; a saved CxrMtClipModel folder holds its weights as {SAFE_WEIGHTS_NAME} "
+            f"(or {SAFE_WEIGHTS_INDEX_NAME} with shards){found}"
+        )
+    if extra:
+        raise ValueError(
+            f"{folder}: extra weight file(s) {extra} beside {sorted(p.name for p in expected_files)}; "
+            "expected exactly one set of safetensors weights (remove the extra files)"
+        )
+
+    from safetensors import safe_open
+
+    stored: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for path in sorted(expected_files):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():
+                    stored[key] = (tuple(handle.get_slice(key).get_shape()), path)
+        except Exception as err:  # safetensors raises its own error type for a truncated or corrupt header
+            raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupt ({err})") from err
+
+    with torch.device("meta"):
+        reference = (model_class or CxrMtClipModel)(config)
+    wanted = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
+    where = ", ".join(sorted(p.name for p in expected_files))
+    missing = sorted(set(wanted) - set(stored))
+    unexpected = sorted(set(stored) - set(wanted))
+    if missing or unexpected:
+        problems = [
+            f"{len(keys)} {kind} tensor(s) {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+            for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys
+        ]
+        raise ValueError(
+            f"{folder / where}: tensors do not match the architecture in {CONFIG_NAME}: {'; '.join(problems)}"
+        )
+    if not kwargs.get("ignore_mismatched_sizes"):
+        for key, shape in wanted.items():
+            if stored[key][0] != shape:
+                raise ValueError(
+                    f"{stored[key][1]}: tensor {key} has shape {stored[key][0]}, the architecture in "
+                    f"{CONFIG_NAME} expects {shape}"
+                )

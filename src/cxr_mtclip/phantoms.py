@@ -895,24 +895,29 @@ def load_openi_reports(openi_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: OpenI reports.csv not found (see ../shared/openi/PROVENANCE.md)")
     rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        required = {"uid", "findings", "impression", "mesh", "label"}
-        missing = required - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-        for number, record in enumerate(reader, start=2):
-            findings, impression = (record["findings"] or "").strip(), (record["impression"] or "").strip()
-            report = join_report(findings, impression)
-            if not report:
-                continue
-            where = f"{path} (row {number}, uid {record['uid']})"
-            label = label_from_mesh(record["mesh"], source=where)
-            declared = (record["label"] or "").strip()
-            if declared and declared != str(label):
-                raise ValueError(f"{where}: label column {declared} disagrees with MeSH {record['mesh']!r} ({label})")
-            rows.append({"uid": record["uid"].strip(), "findings": findings, "impression": impression,
-                         "report": report, "mesh": record["mesh"].strip(), "label": label})
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's BOM is not part of "uid"
+            reader = csv.DictReader(handle)
+            required = {"uid", "findings", "impression", "mesh", "label"}
+            missing = required - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+            for number, record in enumerate(reader, start=2):
+                # a short row leaves its last cells None: treat them as empty
+                cell = {key: (record.get(key) or "").strip() for key in required}
+                findings, impression = cell["findings"], cell["impression"]
+                report = join_report(findings, impression)
+                if not report:
+                    continue
+                where = f"{path} (row {number}, uid {cell['uid']})"
+                label = label_from_mesh(cell["mesh"], source=where)
+                declared = cell["label"]
+                if declared and declared != str(label):
+                    raise ValueError(f"{where}: label column {declared} disagrees with MeSH {cell['mesh']!r} ({label})")
+                rows.append({"uid": cell["uid"], "findings": findings, "impression": impression,
+                             "report": report, "mesh": cell["mesh"], "label": label})
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV ({type(exc).__name__}: {exc})") from exc
     return rows
 
 

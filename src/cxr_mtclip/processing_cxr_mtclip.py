@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
-from .atomic import atomic_write_text
+from .atomic import atomic_update_directory
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CLIP_MEAN, CLIP_STD, CxrMtClipConfig
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -55,7 +55,12 @@ class CxrMtClipImageTransform:
             raise ValueError(f"expected a PIL.Image, got {type(image).__name__}")
         if image.width == 0 or image.height == 0:
             raise ValueError("image is empty (0 pixels wide or high)")
-        image = to_rgb(image)
+        try:
+            # PIL decodes lazily: a truncated or corrupt file fails here, on first access to its pixels
+            image = to_rgb(image)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+            where = getattr(image, "filename", "") or "image"
+            raise ValueError(f"{where}: cannot decode the pixels, the file is truncated or corrupt ({err})") from err
         size = self.image_size
         scale = size / min(image.width, image.height)
         new_w, new_h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
@@ -145,9 +150,6 @@ class CxrMtClipProcessor:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the tokenizer files and `processor_config.json` (atomically) into `save_directory`."""
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(str(folder))
         params = {
             "processor_class": type(self).__name__,
             "image_size": self.image_size,
@@ -155,7 +157,10 @@ class CxrMtClipProcessor:
             "image_std": self.image_std,
             "max_length": self.max_length,
         }
-        atomic_write_text(folder / PROCESSOR_CONFIG_NAME, json.dumps(params, indent=2) + "\n")
+        # each file lands by rename, processor_config.json last: a folder that has it is complete
+        with atomic_update_directory(save_directory, last=(PROCESSOR_CONFIG_NAME,)) as tmp:
+            self.tokenizer.save_pretrained(str(tmp))
+            (tmp / PROCESSOR_CONFIG_NAME).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
 
     def process_images(self, images: Iterable[Image.Image]) -> torch.Tensor:
         tensors = []
@@ -203,7 +208,8 @@ class CxrMtClipProcessor:
 def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.PathLike, vocab_size: int = 2000) -> PreTrainedTokenizerBase:
     """Train a small uncased BERT WordPiece tokenizer on `texts` (offline) and save it; for tiny/demo models.
 
-    The folder is replaced as a whole, so files of an earlier tokenizer never shadow the new vocabulary.
+    The folder is replaced as a whole, so files of an earlier tokenizer never shadow the new vocabulary. The
+    vocabulary is a function of `texts` and `vocab_size` only (the same in every process).
     """
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
@@ -214,7 +220,16 @@ def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.Pat
     if not any(t.strip() for t in texts):
         raise ValueError("build_wordpiece_tokenizer needs at least one non-empty text")
     trainer = BertWordPieceTokenizer(lowercase=True)
-    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    # tokenizers numbers the "##x" continuation pieces in hash-map order, so ties between equally frequent merges
+    # break differently in every process (huggingface/tokenizers#1794); listed first, the pieces get fixed ids and
+    # the vocabulary depends on the texts alone
+    pieces: set[str] = set()
+    for text in texts:
+        for word, _ in trainer.pre_tokenizer.pre_tokenize_str(trainer.normalizer.normalize_str(text)):
+            pieces.update(word[1:])
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"##{c}" for c in sorted(pieces)]
+    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                                special_tokens=specials)
     with atomic_directory(save_directory) as tmp:
         trainer.save_model(str(tmp))
         # from_pretrained reads vocab.txt in every transformers version (v5's constructor ignores vocab_file)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch import nn
 from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import get_parameter_names
@@ -63,6 +63,7 @@ __all__ = [
     "compute_retrieval_metrics",
     "default_hp_space",
     "default_objective",
+    "last_complete_checkpoint",
     "make_model_init",
     "parameter_groups",
     "parse_training_args",
@@ -290,15 +291,35 @@ def _as_pil(value: Any, row: Mapping[str, Any], column: str) -> Image.Image:
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
-        if value.get("bytes"):
-            return Image.open(io.BytesIO(value["bytes"]))
-        return Image.open(value["path"])
-    if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: image of {_row_name(row)} not found")
-        return Image.open(path)
-    raise ValueError(f"{_row_name(row)} has no usable image in column {column!r} (got {type(value).__name__})")
+        source: Any = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    elif isinstance(value, (str, os.PathLike)):
+        source = value
+    else:
+        raise ValueError(f"{_row_name(row)} has no usable image in column {column!r} (got {type(value).__name__})")
+    if not isinstance(source, io.BytesIO) and not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: image of {_row_name(row)} not found")
+    try:
+        image = Image.open(source)
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(
+            f"{_row_name(row)}: column {column!r} holds an unreadable image, truncated or corrupt "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    # as datasets.Image decodes: honour an EXIF orientation
+    return ImageOps.exif_transpose(image) if image.getexif().get(ExifTags.Base.Orientation) is not None else image
+
+
+def _undecoded_images(dataset: Any, column: str) -> Any:
+    """The dataset with its image column left as bytes: the collator decodes them and names a corrupt row."""
+    import datasets
+
+    if dataset is None or column not in dataset.column_names:
+        return dataset
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
 
 
 def _as_label(value: Any, row: Mapping[str, Any], column: str) -> int:
@@ -880,7 +901,28 @@ def load_training_data(data_args: DataArguments, *, seed: int, image_size: int =
             raise ValueError(
                 f"split {data_args.train_split!r} has no column {column!r} (columns: {splits[data_args.train_split].column_names})"
             )
+    _check_labels(splits, data_args.label_column, data_args.dataset or "phantoms")
     return splits
+
+
+def _check_labels(splits: Any, column: str, where: str) -> None:
+    """Every split's label column is 0 (normal) / 1 (abnormal), and a ClassLabel names them in that order."""
+    import datasets
+
+    for name, split in splits.items():
+        if column not in split.column_names:
+            continue
+        feature = split.features[column]
+        if isinstance(feature, datasets.ClassLabel) and list(feature.names) != ["normal", "abnormal"]:
+            raise ValueError(
+                f"{where} [{name}]: column {column!r} has class names {feature.names}; expected "
+                "['normal', 'abnormal'] (0 = normal, 1 = abnormal)"
+            )
+        unknown = sorted({value for value in split.unique(column) if value not in (0, 1)}, key=repr)
+        if unknown:
+            raise ValueError(
+                f"{where} [{name}]: column {column!r} holds {unknown[:5]}; expected only 0 (normal) and 1 (abnormal)"
+            )
 
 
 def _data_provenance(splits: Any) -> str:
@@ -930,11 +972,34 @@ def _image_size_for(model_args: ModelArguments) -> int:
     return 224
 
 
-def _resume_value(value: str | None) -> str | bool | None:
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest `checkpoint-N` folder the Trainer finished writing (its trainer_state.json, written last, parses).
+
+    A run killed while saving leaves a partial newest checkpoint; transformers' `get_last_checkpoint` would pick it.
+
+    Example:
+        >>> last_complete_checkpoint("runs/tiny")  # doctest: +SKIP
+        PosixPath('runs/tiny/checkpoint-20')
+    """
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if not (step.isdigit() and path.is_dir()):
+            continue
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+def _resume_value(value: str | None, output_dir: str | os.PathLike | None = None) -> str | bool | None:
     if value is None or value == "":
         return None
     if value.lower() in ("true", "last", "latest"):
-        return True
+        last = last_complete_checkpoint(output_dir) if output_dir is not None else None
+        return str(last) if last is not None else True
     if value.lower() in ("false", "none", "no"):
         return None
     if not Path(value).is_dir():
@@ -1008,6 +1073,9 @@ def run_training(
     test_dataset = None
     if data_args.test_split and data_args.test_split in splits:
         test_dataset = _limit(splits[data_args.test_split], data_args.max_eval_samples)
+    train_dataset, eval_dataset, test_dataset = (
+        _undecoded_images(ds, data_args.image_column) for ds in (train_dataset, eval_dataset, test_dataset)
+    )
     if eval_dataset is None and training_args.eval_strategy != "no":
         logger.warning("no validation split %r: evaluation during training is turned off", data_args.eval_split)
         training_args = dataclasses.replace(training_args, eval_strategy="no", load_best_model_at_end=False)
@@ -1017,7 +1085,7 @@ def run_training(
     overrides = model_args.config_overrides()
     source = dict(model_name_or_path=model_args.model_name_or_path, backbone=model_args.backbone,
                   cache_dir=model_args.cache_dir)
-    resume = _resume_value(training_args.resume_from_checkpoint)
+    resume = _resume_value(training_args.resume_from_checkpoint, output_dir)
 
     # -- hyper-parameter search ------------------------------------------------------------------
     best_hp: dict[str, float] | None = None
