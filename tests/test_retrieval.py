@@ -547,3 +547,29 @@ def test_embed_dataset_with_dataloader_workers_matches_the_serial_path(tiny_conf
     workers = embed_dataset(model, tiny_processor, data, batch_size=3, show_progress=False, num_workers=2)
     for column in ("image_embeds", "text_embeds", "fused_embeds"):
         assert np.allclose(np.asarray(serial[column]), np.asarray(workers[column]), atol=1e-6)
+
+
+def test_corrupt_image_and_corrupt_index_are_named(tmp_path, tiny_config, tiny_processor):
+    import datasets as hf_datasets
+
+    from cxr_mtclip import CxrMtClipModel
+    from cxr_mtclip.retrieval import build_index, embed_dataset, load_faiss_index, save_faiss_index
+
+    torch.manual_seed(0)
+    model = CxrMtClipModel(tiny_config)
+    good = tmp_path / "good.png"
+    Image.new("L", (64, 64), 90).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:40])
+    data = hf_datasets.Dataset.from_dict({"image": [str(good), str(bad)], "report": ["heart normal", "left effusion"],
+                                          "label": [0, 1]}).cast_column("image", hf_datasets.Image())
+    with pytest.raises(ValueError, match=r"row 1: image \(.*bad.png\) is unreadable"):
+        embed_dataset(model, tiny_processor, data, show_progress=False)
+    embedded = embed_dataset(model, tiny_processor, data.select([0, 0, 0]), show_progress=False)
+    build_index(embedded, "fused_embeds", "flat", show_progress=False)
+    path = tmp_path / "fused.faiss"
+    save_faiss_index(embedded, "fused_embeds", path)
+    path.write_bytes(path.read_bytes()[:20])
+    embedded.drop_index("fused_embeds")
+    with pytest.raises(ValueError, match="fused.faiss: not a readable FAISS index"):
+        load_faiss_index(embedded, "fused_embeds", path, verify_column=False)

@@ -474,3 +474,24 @@ def test_two_processes_match_one_process_on_the_same_global_batch(phantom_splits
             assert r2[key] == pytest.approx(r1[key], abs=1e-5), key
     assert (two / "checkpoint-1" / "model.safetensors").is_file() and (two / "model_card.md").is_file()
     assert "| processes | 2 |" in (two / "model_card.md").read_text()
+
+
+def test_train_script_with_feature_cache_trains_evaluates_and_reuses_the_cache(dataset_dir, tiny_tokenizer_dir, tmp_path):
+    """`--feature_cache DIR`: the frozen trunk runs once per study; training, eval and test still work."""
+    cache = tmp_path / "cache"
+    argv = FAST_LEARNING + [
+        "--tokenizer", str(tiny_tokenizer_dir), "--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "run"),
+        "--max_steps", "6", "--logging_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
+        "--trainable_image_blocks", "1", "--trainable_text_blocks", "1", "--feature_cache", str(cache),
+    ]
+    result = load_train_script().main(argv)
+    manifest = json.loads((cache / "train" / "manifest.json").read_text())
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert "test_image_to_text/accuracy@1" in results and "eval_loss" in results
+    losses = [e["loss"] for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) >= 2
+    # a second run reuses the cache: the manifest (and its fingerprint) is unchanged
+    load_train_script().main(argv[:-2] + ["--output_dir", str(tmp_path / "run2"), "--feature_cache", str(cache)])
+    assert json.loads((cache / "train" / "manifest.json").read_text()) == manifest
+    reloaded = CxrMtClipModel.from_pretrained(tmp_path / "run")
+    assert isinstance(reloaded, CxrMtClipModel) and result is not None

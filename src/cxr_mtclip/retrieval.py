@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -246,6 +247,8 @@ def embed_dataset(
     if device is not None and _model_device(core) != torch.device(device):
         core.to(device)
     view = dataset.select_columns([image_column, text_column] if has_images else [text_column])
+    if has_images:  # decode row by row, so that a corrupt image is reported with its row
+        view = view.cast_column(image_column, ImageFeature(decode=False))
 
     num_processes = int(getattr(accelerator, "num_processes", 1) or 1)
     is_main = accelerator is None or bool(getattr(accelerator, "is_local_main_process", True))
@@ -288,7 +291,10 @@ class _PreparedBatches(torch.utils.data.Dataset):
         start = index * self.batch_size
         batch = self.view[start : start + self.batch_size]
         texts = batch[self.text_column]
-        images = batch[self.image_column] if self.image_column is not None else [None] * len(texts)
+        images = (
+            [_decode_image(value, start + i) for i, value in enumerate(batch[self.image_column])]
+            if self.image_column is not None else [None] * len(texts)
+        )
         image_rows = [i for i, image in enumerate(images) if image is not None]
         text_rows = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
         out: dict[str, Any] = {"start": start, "image_rows": image_rows, "text_rows": text_rows}
@@ -298,6 +304,22 @@ class _PreparedBatches(torch.utils.data.Dataset):
             encoded = self.processor(text=[texts[i] for i in text_rows])
             out["input_ids"], out["attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
         return out
+
+
+def _decode_image(value: Any, row: int) -> Image.Image | None:
+    """A row's image from an undecoded `datasets.Image` value; ValueError naming the row if unreadable."""
+    if value is None or isinstance(value, Image.Image):
+        return value
+    source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    if source is None:
+        return None
+    try:
+        image = Image.open(source)
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        name = value.get("path") or "embedded bytes"
+        raise ValueError(f"row {row}: image ({name}) is unreadable, truncated or corrupt ({err})") from err
+    return image
 
 
 def _embed_rows(
@@ -703,7 +725,10 @@ def load_faiss_index(
             f"{path}: the index was built from embeddings of model {recorded} but the dataset's "
             f"'{FINGERPRINT_COLUMN}' column says {stored}"
         )
-    dataset.load_faiss_index(index_name, path, device=_resolve_faiss_device(meta["kind"], device))
+    try:
+        dataset.load_faiss_index(index_name, path, device=_resolve_faiss_device(meta["kind"], device))
+    except RuntimeError as err:  # faiss's reader error does not name the file
+        raise ValueError(f"{path}: not a readable FAISS index, truncated or corrupt ({err})") from err
     spec = describe_index(dataset, index_name)
     if spec.dimension != meta["dimension"] or spec.num_rows != meta["num_rows"]:
         dataset.drop_index(index_name)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import datasets
 import torch
 from PIL import ExifTags, Image, ImageOps
 from torch import nn
@@ -221,6 +222,11 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "0 normal / 1 abnormal label column."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation/test rows."})
+    feature_cache: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the frozen-trunk feature cache: run the frozen blocks once per study, then train "
+                  "only the trainable blocks + head from it (built or reused; a stale cache is rebuilt)."},
+    )
     test_per_class: int = field(default=200, metadata={"help": "Phantoms: test studies per class (paper: 200)."})
     val_fraction: float = field(default=0.1, metadata={"help": "Phantoms: validation share of the non-test studies."})
 
@@ -1133,14 +1139,30 @@ def run_training(
 
     # -- final run ---------------------------------------------------------------------------------
     model = build_model(**source, seed=seed, **overrides)  # seeded as the Trainer seeds a search trial's model_init
-    trainer = CxrMtClipTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-    )
+    if data_args.feature_cache:
+        from .feature_cache import prepare_cached_training
+
+        with training_args.main_process_first(desc="frozen-trunk feature cache"):
+            decoded = [None if ds is None else ds.cast_column(data_args.image_column, datasets.Image())
+                       for ds in (train_dataset, eval_dataset)]
+            cached = prepare_cached_training(
+                model, processor, decoded[0], data_args.feature_cache, eval_dataset=decoded[1],
+                rebuild_stale=True, image_column=data_args.image_column, text_column=data_args.text_column,
+                label_column=data_args.label_column, batch_size=training_args.per_device_eval_batch_size,
+            )
+        trainer = CxrMtClipTrainer(
+            model=cached.model, args=training_args, data_collator=cached.data_collator,
+            train_dataset=cached.train_dataset, eval_dataset=cached.eval_dataset, processing_class=processor,
+        )
+    else:
+        trainer = CxrMtClipTrainer(
+            model=model,
+            args=training_args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processor,
+        )
     train_output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
     trainer.save_state()
@@ -1148,9 +1170,12 @@ def run_training(
     eval_metrics: dict[str, float] = {}
     test_metrics: dict[str, float] = {}
     if eval_dataset is not None:
-        eval_metrics = trainer.evaluate(eval_dataset=eval_dataset, metric_key_prefix="eval")
+        eval_metrics = trainer.evaluate(metric_key_prefix="eval")
     if test_dataset is not None:
-        test_metrics = trainer.evaluate(eval_dataset=test_dataset, metric_key_prefix="test")
+        # the test split is never cached: evaluate it through the plain model (parameters shared with the trainer's)
+        tester = trainer if not data_args.feature_cache else CxrMtClipTrainer(
+            model=model, args=training_args, data_collator=collator, processing_class=processor)
+        test_metrics = tester.evaluate(eval_dataset=test_dataset, metric_key_prefix="test")
     all_results = {**metrics, **eval_metrics, **test_metrics}
     all_results = {k: _json_number(v) for k, v in all_results.items()}
 
@@ -1160,7 +1185,8 @@ def run_training(
         for name, values in zip(RESULT_FILES, (metrics, eval_metrics, test_metrics, all_results)):
             if values:
                 _write_json(output_dir / name, {k: _json_number(v) for k, v in values.items()})
-        plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME)
+        if any("loss" in entry for entry in trainer.state.log_history):  # a run too short to log has no curve
+            plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME)
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         data = DataDescription(
             provenance=_data_provenance(splits),
