@@ -64,6 +64,36 @@ def demo_config(vocab_size: int, seed: int = 0) -> Any:
     )
 
 
+def demo_training_arguments(
+    output_dir: str | os.PathLike, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+    logging_steps: int = 5, verbose: bool = True,
+) -> Any:
+    """Trainer arguments for the tiny from-scratch recipe (one learning rate, full batches, no checkpoints)."""
+    import torch
+
+    from .training import CxrMtClipTrainingArguments
+
+    return CxrMtClipTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=learning_rate,
+        head_learning_rate=learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        dataloader_drop_last=True,  # a small tail batch would give the contrastive terms almost no negatives
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not verbose,
+        metric_for_best_model=None,
+    )
+
+
 def load_demo_data(openi: str | os.PathLike | None, n_studies: int, seed: int) -> tuple[Any, str]:
     """Phantom splits (paired with real OpenI reports when `openi` holds reports.csv) or a real OpenI build."""
     from datasets import DatasetDict, load_from_disk
@@ -117,7 +147,7 @@ def run_demo(
     from .plots import plot_loss_curves
     from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
     from .retrieval import RetrievalIndex
-    from .training import CxrMtClipTrainer, CxrMtClipTrainingArguments
+    from .training import CxrMtClipTrainer
 
     start = time.time()
     say = print if verbose else (lambda *a, **k: None)
@@ -146,25 +176,8 @@ def run_demo(
     say(f"      {_trainable_line(model)}")
 
     say(f"[3/6] fine-tuning with the composite loss ({_weights_line(config)}) for {epochs} epochs")
-    args = CxrMtClipTrainingArguments(
-        output_dir=str(out / "trainer"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=learning_rate,
-        head_learning_rate=learning_rate,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=5,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        dataloader_drop_last=True,  # a 4-study tail batch would give the contrastive terms almost no negatives
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not verbose,
-        metric_for_best_model=None,
-    )
+    args = demo_training_arguments(out / "trainer", epochs=epochs, batch_size=batch_size,
+                                   learning_rate=learning_rate, seed=seed, logging_steps=5, verbose=verbose)
     trainer = CxrMtClipTrainer(model=model, args=args, train_dataset=splits["train"], processing_class=processor)
     trainer.train()
     model = trainer.model.eval()

@@ -334,11 +334,11 @@ def train_loss_variant(
     work_dir: str | os.PathLike,
 ) -> tuple[Any, dict[str, float], float]:
     """Train a fresh model (init drawn from `seed`) with `variant`'s loss weights; returns (model, final log, seconds)."""
-    import torch
     from transformers import PrinterCallback, set_seed
 
     from .modeling_cxr_mtclip import CxrMtClipModel
-    from .training import CxrMtClipTrainer, CxrMtClipTrainingArguments
+    from .demo import demo_training_arguments
+    from .training import CxrMtClipTrainer
 
     if len(train_dataset) < batch_size:
         raise ValueError(
@@ -351,25 +351,8 @@ def train_loss_variant(
     config.validate_fields()
     set_seed(seed)
     model = CxrMtClipModel(config)
-    args = CxrMtClipTrainingArguments(
-        output_dir=str(work_dir),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=learning_rate,
-        head_learning_rate=learning_rate,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=10,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        dataloader_drop_last=True,  # a small tail batch gives the contrastive terms almost no negatives
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-        metric_for_best_model=None,
-    )
+    args = demo_training_arguments(work_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                   seed=seed, logging_steps=10, verbose=False)
     trainer = CxrMtClipTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=processor)
     trainer.remove_callback(PrinterCallback)
     start = time.time()

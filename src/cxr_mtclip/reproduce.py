@@ -328,7 +328,7 @@ def format_comparison_markdown(
                      excluded.get(f"{direction}/accuracy_dedup@1"), paper_metrics.get(f"{direction}/precision@5"),
                      excluded.get(f"{direction}/precision@5")]
             lines.append(f"| {names[key]} | {direction.replace('_', ' ')} | " + " | ".join(_fmt(c) for c in cells) + " |")
-    lines += ["", f"Full per-model results (every metric, CIs, FAISS check, t-SNE): `eval/results.md`, `eval/results.json`.", ""]
+    lines += ["", "Full per-model results (every metric, CIs, FAISS check, t-SNE): `eval/results.md`, `eval/results.json`.", ""]
     return "\n".join(lines)
 
 
