@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pydicom = pytest.importorskip("pydicom", reason="DICOM support needs the 'dicom' extra (pydicom)")
+import pydicom
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402

@@ -237,7 +237,7 @@ def test_shared_reports_csv_reader(data):
 # DICOM headers and pixels
 # ------------------------------------------------------------------------------------------------
 
-pydicom = pytest.importorskip("pydicom", reason="DICOM support needs the 'dicom' extra (pydicom)")
+import pydicom
 
 
 def check_dicom(data: bytes) -> None:

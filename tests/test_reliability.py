@@ -212,7 +212,7 @@ def test_sixteen_bit_png_keeps_its_dynamic_range(tiny_processor, tmp_path):
 
 
 def dicom_file(path: Path, *, rows: int = 4, columns: int = 4, syntax: str | None = None, pixels: bool = True) -> Path:
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
