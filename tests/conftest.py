@@ -55,8 +55,9 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny_config():
+    """A fresh tiny config per test (models and Trainers write into their config, e.g. use_cache)."""
     from cxr_mtclip import CxrMtClipConfig
 
     return CxrMtClipConfig.tiny(dropout=0.0)

@@ -82,7 +82,7 @@ SEARCH_MODES = ("paper", "cross-modal")
 _VOLATILE_CONFIG_KEYS = (
     "_name_or_path", "name_or_path", "transformers_version", "_commit_hash", "architectures",
     "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "dtype", "torch_dtype",
-    "output_attentions", "output_hidden_states", "return_dict", "use_return_dict",
+    "output_attentions", "output_hidden_states", "return_dict", "use_return_dict", "use_cache",
 )
 _HASH_BLOCK_ROWS = 16384
 
