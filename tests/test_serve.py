@@ -216,7 +216,15 @@ def browser():
 @pytest.mark.browser
 def test_browser_upload_text_and_error(live_server, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def submit_and_wait_for(element_id):
+        """Click Search and wait until the answer page (which holds `element_id`) has replaced the form page."""
+        old = browser.find_element(By.TAG_NAME, "html")
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 60).until(EC.staleness_of(old))
+        return WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.ID, element_id)))
 
     server, query, not_image, data = live_server
     browser.get(server.url)
@@ -226,7 +234,7 @@ def test_browser_upload_text_and_error(live_server, browser):
     Select(browser.find_element(By.ID, "mode")).select_by_value("cross-modal")
     browser.find_element(By.ID, "k").clear()
     browser.find_element(By.ID, "k").send_keys("3")
-    browser.find_element(By.ID, "submit").click()
+    submit_and_wait_for("results")
     thumbs = browser.find_elements(By.CSS_SELECTOR, "#results img.thumb")
     labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .label")]
     assert len(thumbs) == 3 and all(t.get_attribute("src").startswith("data:image/png;base64,") for t in thumbs)
@@ -237,13 +245,12 @@ def test_browser_upload_text_and_error(live_server, browser):
 
     browser.get(server.url)
     browser.find_element(By.ID, "report").send_keys(data[1]["report"])
-    browser.find_element(By.ID, "submit").click()
+    submit_and_wait_for("results")
     reports = browser.find_elements(By.CSS_SELECTOR, "#results .report")
     assert len(reports) == 5 and "report query" in browser.find_element(By.ID, "results-title").text
 
     browser.get(server.url)
     browser.find_element(By.ID, "image").send_keys(str(not_image))
-    browser.find_element(By.ID, "submit").click()
-    error = browser.find_element(By.ID, "error").text
+    error = submit_and_wait_for("error").text
     assert "not a readable image" in error and "Traceback" not in browser.page_source
     browser.save_screenshot(str(ARTIFACTS / "serve_error.png"))
