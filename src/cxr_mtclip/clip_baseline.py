@@ -22,6 +22,7 @@ from torch import nn
 from transformers import BatchEncoding
 
 from .modeling_cxr_mtclip import CxrMtClipOutput
+from .processing_cxr_mtclip import report_list, to_rgb
 
 __all__ = [
     "CLIP_BASELINE_MODEL",
@@ -120,10 +121,7 @@ class OpenClipBaselineProcessor:
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
         data: dict[str, torch.Tensor] = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            for i, report in enumerate(texts):
-                if not isinstance(report, str) or not report.strip():
-                    raise ValueError(f"report {i} is empty or not a string: {report!r}")
+            texts = report_list(text)
             # CLIP's context is 77 tokens: longer reports are truncated by the tokenizer.
             input_ids = self.tokenizer(texts)
             data["input_ids"] = input_ids
@@ -132,7 +130,7 @@ class OpenClipBaselineProcessor:
             batch = [images] if isinstance(images, Image.Image) else list(images)
             if not batch:
                 raise ValueError("no images given")
-            data["pixel_values"] = torch.stack([self.image_transform(image.convert("RGB")) for image in batch])
+            data["pixel_values"] = torch.stack([self.image_transform(to_rgb(image)) for image in batch])
         if labels is not None:
             data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
         return BatchEncoding(data)

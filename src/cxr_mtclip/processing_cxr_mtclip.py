@@ -40,6 +40,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def report_list(text: str | Sequence[str]) -> list[str]:
+    """One report or a sequence of them as a list; ValueError naming the first empty or non-string report.
+
+    Example:
+        >>> report_list("No acute disease.")
+        ['No acute disease.']
+    """
+    texts = [text] if isinstance(text, str) else list(text)
+    for i, report in enumerate(texts):
+        if not isinstance(report, str) or not report.strip():
+            raise ValueError(f"report {i} is empty or not a string: {report!r}")
+    return texts
+
+
 class CxrMtClipImageTransform:
     """Resize the short side (bicubic), centre-crop to a square, scale to [0, 1], normalise (open_clip's eval transform)."""
 
@@ -174,10 +188,7 @@ class CxrMtClipProcessor:
         return torch.stack(tensors)
 
     def process_text(self, text: str | Sequence[str]) -> BatchEncoding:
-        texts = [text] if isinstance(text, str) else list(text)
-        for i, report in enumerate(texts):
-            if not isinstance(report, str) or not report.strip():
-                raise ValueError(f"report {i} is empty or not a string: {report!r}")
+        texts = report_list(text)
         return self.tokenizer(
             texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt",
             return_token_type_ids=False,
