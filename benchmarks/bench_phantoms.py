@@ -19,7 +19,7 @@ import numpy as np
 
 from cxr_mtclip.atomic import atomic_write_text
 from cxr_mtclip.data import split_openi
-from cxr_mtclip.phantoms import load_openi_reports, make_phantom_openi
+from cxr_mtclip.data import load_openi_reports, make_phantom_openi
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantoms.json"
 

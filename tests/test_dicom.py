@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless, generate_uid  # noqa: E402
 
-from cxr_mtclip.dicom import dicom_view_position, read_dicom, read_dicom_header  # noqa: E402
+from cxr_mtclip.data.dicom import dicom_view_position, read_dicom, read_dicom_header  # noqa: E402
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 

@@ -18,7 +18,7 @@ from cxr_mtclip.feature_cache import (
     load_feature_cache,
     load_or_build_feature_cache,
 )
-from cxr_mtclip.phantoms import make_phantom_openi
+from cxr_mtclip.data import make_phantom_openi
 
 N_STUDIES = 10
 

@@ -13,11 +13,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxr_mtclip import data
-from cxr_mtclip.data import OPENI_FEATURES, label_from_mesh
-from cxr_mtclip.phantoms import (
+from cxr_mtclip.data import OPENI_FEATURES, label_from_mesh, load_openi_reports
+from cxr_mtclip.data.phantoms import (
     PhantomFinding,
     findings_from_mesh,
-    load_openi_reports,
     make_phantom_openi,
     parse_findings,
     render_phantom,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from cxr_mtclip.data import label_from_mesh, load_openi, parse_nlm_xml
-from cxr_mtclip.phantoms import load_openi_reports
+from cxr_mtclip.data import load_openi_reports
 
 DOCUMENTED = (ValueError, FileNotFoundError)
 PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -241,7 +241,7 @@ import pydicom
 
 
 def check_dicom(data: bytes) -> None:
-    from cxr_mtclip.dicom import dicom_view_position, read_dicom_and_view, read_dicom_header
+    from cxr_mtclip.data.dicom import dicom_view_position, read_dicom_and_view, read_dicom_header
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the invalid values it tolerates

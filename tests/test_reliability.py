@@ -241,7 +241,7 @@ def dicom_file(path: Path, *, rows: int = 4, columns: int = 4, syntax: str | Non
 
 
 def test_dicom_without_pixel_data(tmp_path):
-    from cxr_mtclip.dicom import read_dicom
+    from cxr_mtclip.data.dicom import read_dicom
 
     path = dicom_file(tmp_path / "header_only.dcm", pixels=False)
     with pytest.raises(ValueError, match=r"header_only\.dcm: DICOM file has no pixel data \(PixelData element missing\)"):
@@ -261,7 +261,7 @@ def test_dicom_without_pixel_data(tmp_path):
     ],
 )
 def test_dicom_with_an_unsupported_transfer_syntax(tmp_path, syntax, message):
-    from cxr_mtclip.dicom import read_dicom
+    from cxr_mtclip.data.dicom import read_dicom
 
     path = dicom_file(tmp_path / "odd_syntax.dcm", syntax=syntax)
     with pytest.raises(ValueError, match=rf"odd_syntax\.dcm: {message}"):
@@ -269,7 +269,7 @@ def test_dicom_with_an_unsupported_transfer_syntax(tmp_path, syntax, message):
 
 
 def test_dicom_with_zero_rows_is_an_empty_image(tmp_path):
-    from cxr_mtclip.dicom import read_dicom
+    from cxr_mtclip.data.dicom import read_dicom
 
     path = dicom_file(tmp_path / "zero.dcm", rows=0, columns=0)
     with pytest.raises(ValueError, match=r"zero\.dcm: empty image \(Rows=0, Columns=0\); expected at least 1 x 1 pixels"):
@@ -290,7 +290,7 @@ def test_reports_empty_after_cleaning(tmp_path, tiny_processor):
     assert summary.dropped == {"no_report_text": 1}
     with pytest.raises(ValueError, match=r"report 1 is empty or not a string: ' \\n\\t '"):
         tiny_processor(text=["heart size normal", " \n\t "])
-    from cxr_mtclip.phantoms import make_phantom_openi
+    from cxr_mtclip.data import make_phantom_openi
 
     with pytest.raises(ValueError, match=r"reports\[0\] \(uid '5'\) has no report text"):
         make_phantom_openi(1, reports=[{"uid": "5", "findings": " ", "impression": "", "label": 0}], image_size=64)

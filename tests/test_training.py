@@ -72,7 +72,7 @@ def weighted_sum(entry: dict, config: dict, prefix: str = "") -> float:
 @pytest.fixture(scope="module")
 def phantom_splits() -> DatasetDict:
     """40 synthetic phantom studies (64 px): 24 train, 8 validation, 8 test, both labels in every split."""
-    from cxr_mtclip.phantoms import make_phantom_openi
+    from cxr_mtclip.data import make_phantom_openi
 
     studies = make_phantom_openi(40, seed=0, image_size=64)
     normal = [i for i, y in enumerate(studies["label"]) if y == 0]

@@ -48,7 +48,7 @@ def load_inputs(args: argparse.Namespace, output: Path):
     from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
 
     if args.phantoms:
-        from cxr_mtclip.phantoms import make_phantom_openi
+        from cxr_mtclip.data import make_phantom_openi
 
         config = CxrMtClipConfig.tiny()
         dataset = make_phantom_openi(args.phantoms, seed=args.seed, image_size=config.image_size)

@@ -109,18 +109,15 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
     if args.source is None and not args.phantoms:
         raise CliError("give a SOURCE folder/tarball or --phantoms N")
     if args.phantoms:
-        from datasets import DatasetDict
-
-        from .atomic import atomic_directory
-        from .data import load_openi_reports, make_phantom_openi, split_openi
+        from .data import load_openi_reports, make_phantom_openi, phantom_dataset_card, save_dataset, split_openi
 
         reports = load_openi_reports(args.source) if args.source is not None else None
         rows = make_phantom_openi(args.phantoms, seed=args.seed, reports=reports)
-        splits: DatasetDict = split_openi(rows, seed=args.seed)
+        splits = split_openi(rows, seed=args.seed)
         if Path(args.out).exists() and not args.overwrite:
             raise CliError(f"{args.out}: already exists (pass --overwrite to replace it)")
-        with atomic_directory(args.out) as tmp:
-            splits.save_to_disk(str(tmp))
+        card = phantom_dataset_card(splits, seed=args.seed, real_reports=str(args.source) if reports else None)
+        save_dataset(splits, args.out, card, overwrite=True, show_progress=False)
         for name, split in splits.items():
             print(f"{name}: {len(split)} SYNTHETIC phantom studies")
         print(f"saved to {args.out}")

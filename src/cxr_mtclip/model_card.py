@@ -61,7 +61,7 @@ LICENSES = {
                 "check it before using or sharing these weights."),
 }
 DATA_TEXTS = {
-    "synthetic": "**Synthetic phantom studies**, not real patients: images drawn by `cxr_mtclip.phantoms` "
+    "synthetic": "**Synthetic phantom studies**, not real patients: images drawn by `cxr_mtclip.data.phantoms` "
                  "(`make_phantom_openi`) from templated reports, with OpenI's schema. Dataset: {name}.",
     "real": "**Real OpenI studies** (Indiana University chest X-ray collection, Open-i, U.S. National Library of "
             "Medicine; de-identified by its authors), one frontal image per study. Dataset: {name}.",

@@ -894,7 +894,7 @@ def load_training_data(data_args: DataArguments, *, seed: int, image_size: int =
             raise ValueError(f"{data_args.dataset}: expected a DatasetDict with splits, got {type(splits).__name__}")
     elif data_args.phantoms:
         from .data import split_openi
-        from .phantoms import make_phantom_openi
+        from .data import make_phantom_openi
 
         studies = make_phantom_openi(data_args.phantoms, seed=seed, image_size=image_size)
         splits = split_openi(studies, seed=seed, test_per_class=data_args.test_per_class, val_fraction=data_args.val_fraction)

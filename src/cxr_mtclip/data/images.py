@@ -1,0 +1,54 @@
+"""Reading image files of a study: PNG/JPEG bytes kept as they are, DICOM converted to PNG (with its view)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+from .dicom import encode_png, read_dicom_and_view
+
+__all__ = ["IMAGE_SUFFIXES", "is_dicom_file", "is_image_name", "read_image_file"]
+
+IMAGE_SUFFIXES = (".dcm.png", ".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image suffix OpenI uses (PNG, JPEG, DICOM)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm``/``.dicom`` name, or the ``DICM`` magic at byte 128 (DICOM files without the suffix)."""
+    if path.name.lower().endswith((".dcm", ".dicom")):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def read_image_file(path: Path) -> tuple[bytes, PILImage.Image, str | None]:
+    """Read a PNG/JPEG/DICOM file -> (bytes to store, decoded image, DICOM view or None).
+
+    PNG/JPEG bytes are stored unchanged; DICOM is converted with `read_dicom` and stored as PNG.
+    Raises FileNotFoundError / ValueError naming the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file not found")
+    if is_dicom_file(path):
+        image, view = read_dicom_and_view(path)
+        return encode_png(image), image, view
+    data = path.read_bytes()
+    try:
+        image = PILImage.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{path}: unreadable image (0 pixels)")
+    return data, image, None
+
