@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.evaluate_retrieval.evaluate_models`."""
-    from cxr_mtclip.evaluate_retrieval import main as evaluate_main
+    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.evaluation.evaluate.evaluate_models`."""
+    from cxr_mtclip.evaluation.evaluate import main as evaluate_main
 
     return evaluate_main(argv)
 

@@ -1,4 +1,4 @@
-"""cxr_mtclip.evaluate_retrieval and cxr_mtclip.plots: results.json / results.md / t-SNE PNG on a tiny model."""
+"""cxr_mtclip.evaluation.evaluate and cxr_mtclip.evaluation.plots: results.json / results.md / t-SNE PNG on a tiny model."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from cxr_mtclip import CxrMtClipModel
-from cxr_mtclip.evaluate_retrieval import PAPER_EXCLUDED, _evaluate_one, evaluate_models, main, model_slug
-from cxr_mtclip.plots import plot_loss_curves, plot_tsne, tsne_perplexity
+from cxr_mtclip.evaluation.evaluate import PAPER_EXCLUDED, _evaluate_one, evaluate_models, main, model_slug
+from cxr_mtclip.evaluation.plots import plot_loss_curves, plot_tsne, tsne_perplexity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["heart", "lungs", "clear", "effusion", "cardiomegaly", "opacity", "pneumothorax", "edema", "stable", "spine"]

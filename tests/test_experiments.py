@@ -15,12 +15,11 @@ import torch
 from cxr_mtclip import reproduce
 from cxr_mtclip.clip_baseline import tiny_open_clip_baseline
 from cxr_mtclip.evaluation import bidirectional_retrieval_results, classification_metrics
+from cxr_mtclip.evaluation.statistics import f1_rows, seed_query_bootstrap
+from cxr_mtclip.evaluation.statistics import roc_auc_rows as auc_rows
 from cxr_mtclip.experiments import (
     ABLATION_VARIANTS,
-    auc_rows,
-    f1_rows,
     query_records,
-    seed_query_bootstrap,
     torch_threads,
 )
 

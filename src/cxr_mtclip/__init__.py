@@ -30,7 +30,7 @@ _LAZY = {
     "retrieval_metrics": "evaluation",
     "bidirectional_retrieval_metrics": "evaluation",
     "classification_metrics": "evaluation",
-    "evaluate_models": "evaluate_retrieval",
+    "evaluate_models": "evaluation.evaluate",
 }
 
 

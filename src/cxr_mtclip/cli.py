@@ -212,7 +212,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate_retrieval import main as evaluate_main
+    from .evaluation.evaluate import main as evaluate_main
 
     return int(evaluate_main(args.rest) or 0)
 

@@ -142,9 +142,9 @@ def run_demo(
     from transformers import set_seed
 
     from .atomic import atomic_directory, atomic_write_text
-    from .evaluate_retrieval import evaluate_models
+    from .evaluation.evaluate import evaluate_models
     from .modeling_cxr_mtclip import CxrMtClipModel
-    from .plots import plot_loss_curves
+    from .evaluation.plots import plot_loss_curves
     from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
     from .retrieval import RetrievalIndex
     from .training import CxrMtClipTrainer

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import tempfile
 import time
@@ -26,7 +25,11 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_text
-from .evaluation import DIRECTIONS, bidirectional_retrieval_results
+from .evaluation.metrics import DIRECTIONS, PAPER_EXCLUDED, bidirectional_retrieval_results
+from .evaluation.statistics import f1_rows, nanmean_rows, roc_auc_rows, seed_query_bootstrap
+from .evaluation.tables import escape_cell, format_number, metric_sort_key
+from .data.schema import data_provenance
+from .utils import json_safe
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -34,25 +37,20 @@ __all__ = [
     "AblationResult",
     "LossVariant",
     "RunRecord",
-    "auc_rows",
     "build_parser",
-    "f1_rows",
     "format_ablation_markdown",
     "main",
-    "nanmean_rows",
     "query_records",
     "quiet_progress_bars",
     "run_ablation",
-    "seed_query_bootstrap",
     "summarise_runs",
     "torch_threads",
     "train_loss_variant",
 ]
 
-PAPER_EXCLUDED = "paper (own pair excluded)"
 PROTOCOL_NAMES = ("cross-modal", "paper", PAPER_EXCLUDED)
 SELF_MATCH = "paper vs cross-modal"
-_FAMILIES = ("accuracy", "accuracy_dedup", "mean_cosine", "precision", "f1", "roc_auc", "map")
+_DATA_KINDS = {"synthetic": "synthetic (phantom images)", "real": "real", "mixed": "mixed", "unknown": "unknown"}
 _CLASSIFICATION = ("roc_auc", "f1", "accuracy")
 
 
@@ -156,111 +154,11 @@ def query_records(
     return per_query, votes
 
 
-# -- statistics over resamples (rows = resamples) ----------------------------------------------------
-
-
-def nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean of the non-NaN entries of each row; NaN for a row with none."""
-    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    present = ~np.isnan(values)
-    counts = present.sum(axis=1)
-    sums = np.where(present, values, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def f1_rows(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Binary F1 (positive = 1) of each row; NaN where there is no positive label and no positive prediction."""
-    labels, predicted = np.atleast_2d(labels), np.atleast_2d(predicted)
-    true_pos = ((labels == 1) & (predicted == 1)).sum(axis=1)
-    false_pos = ((labels == 0) & (predicted == 1)).sum(axis=1)
-    false_neg = ((labels == 1) & (predicted == 0)).sum(axis=1)
-    denominator = 2 * true_pos + false_pos + false_neg
-    return np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), np.nan)
-
-
-def auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of `scores` for label 1 vs 0 in each row (ties count one half); NaN without both labels.
-
-    Example:
-        >>> float(auc_rows(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))[0])
-        0.75
-    """
-    from scipy.stats import rankdata
-
-    labels = np.atleast_2d(labels)
-    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    ranks = rankdata(scores, axis=1)  # average ranks: a tie between classes counts one half
-    positives = (labels == 1).sum(axis=1)
-    negatives = (labels == 0).sum(axis=1)
-    rank_sum = np.where(labels == 1, ranks, 0.0).sum(axis=1)
-    auc = (rank_sum - positives * (positives + 1) / 2) / np.maximum(positives * negatives, 1)
-    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
-
-
-def seed_query_bootstrap(
-    per_seed: Sequence[Sequence[np.ndarray]],
-    statistic: Callable[..., np.ndarray] = nanmean_rows,
-    *,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float, float, list[float]]:
-    """Mean over seeds of a per-query statistic, with a two-level percentile bootstrap interval.
-
-    Args:
-        per_seed: for each training seed, the per-query arrays the statistic reads (all of length Q; query
-            ``i`` is the same test study for every seed).
-        statistic: maps arrays of shape (B, Q), one per input column, to B values (default: mean of the
-            non-NaN entries, i.e. the metric's own aggregation).
-
-    Each of the `n_boot` resamples draws the seeds with replacement and, independently, the Q queries with
-    replacement (one draw shared by the drawn seeds: they were evaluated on the same test set), and averages
-    the statistic over the drawn seeds. The same `seed` gives the same draws for every metric and variant, so
-    intervals of different variants come from paired resamples. Returns ``(estimate, lo, hi, per_seed_values)``;
-    ``estimate`` is the mean over seeds of the full-sample statistic. With one seed this is the usual
-    bootstrap over queries.
-
-    Example:
-        >>> est, lo, hi, values = seed_query_bootstrap([[np.zeros(50)], [np.ones(50)]], n_boot=200)
-        >>> est, values
-        (0.5, [0.0, 1.0])
-    """
-    if not per_seed:
-        raise ValueError("per_seed is empty; expected one tuple of per-query arrays per seed")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    columns = [[np.asarray(a) for a in arrays] for arrays in per_seed]
-    n_queries = {a.shape[0] for arrays in columns for a in arrays}
-    if len(n_queries) != 1 or any(a.ndim != 1 for arrays in columns for a in arrays):
-        raise ValueError(f"every per-query array must be 1-D with the same length; got lengths {sorted(n_queries)}")
-    q = n_queries.pop()
-    if q == 0:
-        raise ValueError("per-query arrays are empty")
-    per_seed_values = [float(statistic(*[a[None, :] for a in arrays])[0]) for arrays in columns]
-    finite = [v for v in per_seed_values if not math.isnan(v)]
-    estimate = float(np.mean(finite)) if finite else math.nan
-    rng = np.random.default_rng(seed)
-    query_draws = rng.integers(0, q, size=(n_boot, q))
-    seed_draws = rng.integers(0, len(columns), size=(n_boot, len(columns)))
-    by_seed = np.column_stack([statistic(*[a[query_draws] for a in arrays]) for arrays in columns])
-    boot = nanmean_rows(np.take_along_axis(by_seed, seed_draws, axis=1))
-    boot = boot[~np.isnan(boot)]
-    if boot.size == 0:
-        return estimate, math.nan, math.nan, per_seed_values
-    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return estimate, float(lo), float(hi), per_seed_values
-
-
 def _metric_order(key: str) -> tuple[int, int, int, int, str]:
     protocol, direction, metric = key.split("/", 2)
     protocols = (*PROTOCOL_NAMES, "classification", SELF_MATCH)
-    name, _, k = metric.partition("@")
-    k_value = int(k.split()[0]) if k.split() and k.split()[0].isdigit() else 0
-    family = _FAMILIES.index(name) if name in _FAMILIES else len(_FAMILIES)
     return (protocols.index(protocol) if protocol in protocols else len(protocols),
-            DIRECTIONS.index(direction) if direction in DIRECTIONS else len(DIRECTIONS), family, k_value, metric)
+            DIRECTIONS.index(direction) if direction in DIRECTIONS else len(DIRECTIONS), *metric_sort_key(metric))
 
 
 def summarise_runs(
@@ -303,7 +201,7 @@ def _columns_for(key: str, runs: Sequence[RunRecord]) -> tuple[list[list[np.ndar
     protocol, direction, metric = key.split("/", 2)
     if protocol == "classification":
         if metric == "roc_auc":
-            return [[r.labels, r.logits] for r in runs], auc_rows
+            return [[r.labels, r.logits] for r in runs], roc_auc_rows
         predicted = [(r.logits >= 0).astype(np.int64) for r in runs]
         if metric == "f1":
             return [[r.labels, p] for r, p in zip(runs, predicted)], f1_rows
@@ -459,7 +357,7 @@ def run_ablation(
     results: dict[str, Any] = {
         "data": {
             "note": note,
-            "kind": _data_kind(test),
+            "kind": _DATA_KINDS[data_provenance(test)],
             "split_seed": data_seed,
             "splits": split_counts,
             "test_distinct_reports": len({normalise_report_text(t) for t in texts}),
@@ -487,22 +385,13 @@ def run_ablation(
                  for r in records],
         "seconds": round(time.time() - start, 1),
     }
-    results = _json_safe(results)
+    results = json_safe(results)
     table = format_ablation_markdown(results)
     json_path, markdown_path = out / "ablation.json", out / "ablation.md"
     atomic_write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
     atomic_write_text(markdown_path, table)
     say(f"wrote {markdown_path} and {json_path} ({results['seconds']:.0f} s)")
     return AblationResult(out, json_path, markdown_path, table, results, records)
-
-
-def _data_kind(split: Any) -> str:
-    sources = set(split["source"]) if "source" in split.column_names else set()
-    if sources == {"synthetic"}:
-        return "synthetic (phantom images)"
-    if sources == {"real"}:
-        return "real"
-    return "mixed" if sources else "unknown"
 
 
 def format_ablation_markdown(results: Mapping[str, Any], decimals: int = 3) -> str:
@@ -533,7 +422,7 @@ def format_ablation_markdown(results: Mapping[str, Any], decimals: int = 3) -> s
         f"- **Cells**: mean over seeds [{interval['level']:.0%} CI]; {interval['method']}; {interval['n_boot']} resamples. "
         "Rows that are undefined for every variant (accuracy@k with the own pair excluded) are left out.",
         "",
-        "| Protocol | Direction | Metric | " + " | ".join(_escape(v) for v in variants) + " |",
+        "| Protocol | Direction | Metric | " + " | ".join(escape_cell(v) for v in variants) + " |",
         "|---|---|---|" + "---:|" * len(variants),
     ]
     for key, row in results["metrics"].items():
@@ -541,36 +430,11 @@ def format_ablation_markdown(results: Mapping[str, Any], decimals: int = 3) -> s
         if all(c is None or c.get("mean") is None for c in cells):
             continue
         protocol, direction, metric = key.split("/", 2)
-        rendered = [_cell(c, decimals) for c in cells]
+        rendered = [format_number(None if c is None else c.get("mean"), decimals, missing="n/a",
+                                  ci=None if c is None else (c.get("ci_low"), c.get("ci_high"))) for c in cells]
         lines.append(f"| {protocol} | {direction.replace('_', ' ')} | {metric} | " + " | ".join(rendered) + " |")
     lines += ["", f"_Data: {data['note']}_", ""]
     return "\n".join(lines)
-
-
-def _cell(cell: Mapping[str, Any] | None, decimals: int) -> str:
-    if cell is None or cell.get("mean") is None:
-        return "n/a"
-    mean, lo, hi = cell["mean"], cell.get("ci_low"), cell.get("ci_high")
-    if lo is None or hi is None:
-        return f"{mean:.{decimals}f}"
-    return f"{mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
 
 
 # -- command line ----------------------------------------------------------------------------------------

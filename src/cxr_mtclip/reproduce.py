@@ -381,7 +381,7 @@ def run_reproduction(
     else:
         models, test, note, banner, names = _offline_models(out, openi, hpo_trials, seed, n_studies, epochs,
                                                             batch_size, learning_rate, say, verbose)
-    from .evaluate_retrieval import evaluate_models
+    from .evaluation.evaluate import evaluate_models
 
     say(f"[4/5] evaluating {', '.join(models)} on the test split ({len(test)} studies), both protocols")
     results = evaluate_models(models, test, out / "eval", protocol="both", data_note=note, ks=ks, seed=seed,

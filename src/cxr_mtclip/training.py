@@ -44,9 +44,9 @@ from transformers.trainer_utils import BestRun, number_of_arguments
 
 from .atomic import atomic_write_text
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
-from .evaluation import bidirectional_retrieval_metrics, classification_metrics
+from .evaluation.metrics import bidirectional_retrieval_metrics, classification_metrics
 from .modeling_cxr_mtclip import CxrMtClipModel
-from .plots import plot_loss_curves
+from .evaluation.plots import plot_loss_curves
 from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
 logger = logging.getLogger(__name__)

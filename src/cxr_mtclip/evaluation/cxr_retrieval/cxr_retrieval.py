@@ -2,14 +2,14 @@
 
 Loaded offline from the installed package with ``evaluate.load(metric_module_path())``.
 `evaluate` copies this script into its modules cache and imports it on its own, so it uses
-absolute imports only; every number comes from ``cxr_mtclip.evaluation`` (docs/metrics.md).
+absolute imports only; every number comes from ``cxr_mtclip.evaluation.metrics`` (docs/metrics.md).
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from cxr_mtclip.evaluation import bidirectional_retrieval_metrics, classification_metrics
+from cxr_mtclip.evaluation.metrics import bidirectional_retrieval_metrics, classification_metrics
 
 _DESCRIPTION = """
 Retrieval metrics of paired chest X-ray image and report embeddings, in both directions

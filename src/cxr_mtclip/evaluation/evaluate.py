@@ -34,17 +34,20 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 
-from .atomic import atomic_write_text
-from .evaluation import (
+from ..atomic import atomic_write_text
+from ..data.schema import data_note
+from ..utils import json_safe
+from .metrics import (
     DIRECTIONS,
+    PAPER_EXCLUDED,
     bidirectional_retrieval_results,
     classification_metrics,
-    format_paper_tables,
     normalise_report_text,
     retrieval_bootstrap_cis,
 )
 from .plots import plot_tsne
-from .retrieval import (
+from .tables import format_number, results_markdown
+from ..retrieval import (
     EMBEDDING_COLUMNS,
     LOGITS_COLUMN,
     _present_mask,
@@ -54,10 +57,9 @@ from .retrieval import (
     load_retrieval_model,
 )
 
-__all__ = ["PROTOCOLS", "build_parser", "default_data_note", "evaluate_models", "main", "model_slug"]
+__all__ = ["PROTOCOLS", "build_parser", "evaluate_models", "main", "model_slug"]
 
 PROTOCOLS = ("cross-modal", "paper", "both")
-PAPER_EXCLUDED = "paper (own pair excluded)"
 _INDEX_BY_PROTOCOL = {
     ("cross-modal", "image_to_text"): ("image_embeds", "text_embeds"),
     ("cross-modal", "text_to_image"): ("text_embeds", "image_embeds"),
@@ -160,7 +162,7 @@ def evaluate_models(
             entry["tsne_png"] = png.name
         per_model[name] = entry
 
-    results = _json_safe({
+    results = json_safe({
         "data_note": data_note.strip(),
         "protocol": protocol,
         "protocols": protocols,
@@ -171,7 +173,7 @@ def evaluate_models(
         "models": per_model,
     })
     atomic_write_text(output / "results.json", json.dumps(results, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    atomic_write_text(output / "results.md", _markdown(results))
+    atomic_write_text(output / "results.md", results_markdown(results))
     return results
 
 
@@ -299,103 +301,7 @@ def _index_agreement(
     return out
 
 
-def _markdown(results: Mapping[str, Any]) -> str:
-    note = results["data_note"]
-    counts = results["counts"]
-    models = results["models"]
-    lines = [
-        "# Retrieval evaluation",
-        "",
-        f"_Data: {note}_",
-        "",
-        f"{counts['evaluated']} studies evaluated ({counts['labels']['normal']} normal, "
-        f"{counts['labels']['abnormal']} abnormal, {counts['unique_reports']} distinct normalised reports); "
-        f"left out: {counts['left_out_no_image']} without image, {counts['left_out_no_report']} without report. "
-        f"Metric definitions: docs/metrics.md. Cut-offs k = {', '.join(map(str, results['ks']))}; seed {results['seed']}.",
-        "",
-    ]
-    for protocol in results["protocols"]:
-        if protocol == "cross-modal":
-            lines += ["## Protocol: cross-modal", "",
-                      "Image queries ranked against report embeddings; report queries against image embeddings.", ""]
-            table = {name: entry["metrics"]["cross-modal"] for name, entry in models.items()}
-        else:
-            lines += ["## Protocol: paper (Algorithm 2)", "",
-                      "Image and report queries ranked against the fused (image + report) embeddings. The query's own "
-                      "embedding is half of its pair's fused vector; the '(own pair excluded)' columns remove that row "
-                      "(Accuracy@k is then undefined: n/a).", ""]
-            table = {}
-            for name, entry in models.items():
-                table[name] = entry["metrics"]["paper"]
-                table[f"{name} (own pair excluded)"] = entry["metrics"][PAPER_EXCLUDED]
-        lines += [format_paper_tables(_nan_for_none(table), title_note=note), ""]
-    lines += ["## Classification head (fused logit)", "",
-              "A model whose head was not trained (e.g. the zero-shot backbone) has a random head: chance-level numbers.", ""]
-    lines += [format_paper_tables(_nan_for_none({name: entry["classification"] for name, entry in models.items()}),
-                                  title_note=note), ""]
-    if "paper" in results["protocols"]:
-        lines += ["## Paper protocol: how much comes from the query's own half", "",
-                  "Own-pair score = query . fused pair; its model-independent floor is sqrt(1/2) = 0.7071.", "",
-                  "| Model | Direction | Accuracy@1 paper | Accuracy@1 cross-modal | Difference | Paper-only top-1 | "
-                  "Mean own-pair score | Mean image.report cosine |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for name, entry in models.items():
-            for direction, values in entry["self_match"].items():
-                cells = [values.get(key) for key in ("paper/accuracy@1", "cross-modal/accuracy@1", "difference/accuracy@1",
-                                                     "paper_only_top1_fraction", "mean_own_pair_score", "mean_pair_cosine")]
-                lines.append(f"| {name} | {direction} | " + " | ".join(_cell(c) for c in cells) + " |")
-        lines.append("")
-    lines += ["## FAISS check", "",
-              "Fraction of queries whose top-1 score from a flat `datasets` FAISS index equals the numpy top-1 score.", ""]
-    for name, entry in models.items():
-        checks = ", ".join(f"{key}: {_cell(value)}" for key, value in entry["index_check"].items())
-        lines.append(f"- {name}: {checks}")
-    lines.append("")
-    pngs = [(name, entry["tsne_png"]) for name, entry in models.items() if entry.get("tsne_png")]
-    if pngs:
-        lines += ["## t-SNE of fused embeddings", ""]
-        lines += [f"![{name}]({png})" for name, png in pngs]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.4f}"
-
-
-def _nan_for_none(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    return {name: {key: math.nan if value is None else value for key, value in metrics.items()} for name, metrics in tables.items()}
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, tuples -> lists (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
-
-
 # -- command line ----------------------------------------------------------------------------------
-
-
-def default_data_note(dataset: Dataset, where: str) -> str:
-    """A provenance note from the ``source`` column: synthetic phantoms, real OpenI, or a mix (with counts)."""
-    if "source" not in dataset.column_names:
-        return f"{where}: {len(dataset)} studies of unknown provenance (no 'source' column)"
-    sources = Counter(dataset["source"])
-    synthetic = sources.get("synthetic", 0)
-    if synthetic == len(dataset):
-        return f"{where}: {len(dataset)} SYNTHETIC phantom studies (procedural images, not real X-rays)"
-    if synthetic == 0:
-        detail = ", ".join(f"{name}={count}" for name, count in sorted(sources.items()))
-        return f"{where}: {len(dataset)} studies (source: {detail})"
-    return f"{where}: {len(dataset)} studies, {synthetic} of them SYNTHETIC phantoms (procedural images, not real X-rays)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if spec == "tiny" else None,
             work_dir=output / f"_{model_slug(name)}", seed=args.seed, device=device,
         )
-    note = args.data_note or default_data_note(dataset, where)
+    note = args.data_note or data_note(dataset, where)
     results = evaluate_models(
         models, dataset, output, protocol=args.protocol, data_note=note, ks=args.ks, seed=args.seed,
         batch_size=args.batch_size, n_boot=args.n_boot, tsne=not args.no_tsne, show_progress=not args.quiet,
@@ -468,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, entry in results["models"].items():
         for protocol_name, metrics in entry["metrics"].items():
             keys = [k for k in ("image_to_text/accuracy@1", "text_to_image/accuracy@1", "image_to_text/precision@5") if k in metrics]
-            summary = ", ".join(f"{k}={_cell(metrics[k])}" for k in keys)
+            summary = ", ".join(f"{k}={format_number(metrics[k], missing='n/a')}" for k in keys)
             print(f"  {name} [{protocol_name}]: {summary}")
     print(f"wrote {output / 'results.json'}, {output / 'results.md'}")
     return 0

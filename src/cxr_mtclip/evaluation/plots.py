@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_file
+from ..atomic import atomic_file
 
 __all__ = ["LOSS_TERMS", "plot_loss_curves", "plot_tsne", "tsne_perplexity"]
 

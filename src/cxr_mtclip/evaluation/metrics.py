@@ -1,8 +1,8 @@
 """Retrieval and classification metrics for paired image/report embeddings (numpy in, floats out).
 
-This module imports nothing from ``cxr_mtclip`` and no model code; scikit-learn is imported lazily,
-only by :func:`classification_metrics`. The exact definition of every number is written in
-``docs/metrics.md``; the docstrings below repeat the short form.
+Pure numpy: this module imports no model code and, from ``cxr_mtclip``, only its sibling
+`cxr_mtclip.evaluation.statistics` (the one ROC AUC, F1, mean and bootstrap). The exact definition of every
+number is written in ``docs/metrics.md``; the docstrings below repeat the short form.
 
 Conventions shared by every retrieval function:
 
@@ -18,26 +18,26 @@ Conventions shared by every retrieval function:
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .statistics import binary_f1, bootstrap_ci, f1_rows, nanmean, roc_auc_rows
+
 __all__ = [
     "DIRECTIONS",
+    "PAPER_EXCLUDED",
     "SCORE_DECIMALS",
     "RetrievalResult",
     "bidirectional_retrieval_metrics",
     "bidirectional_retrieval_results",
-    "bootstrap_ci",
     "classification_metrics",
     "compute_retrieval_result",
-    "format_paper_tables",
     "metric_module_path",
     "normalise_report_text",
     "retrieval_bootstrap_cis",
@@ -48,19 +48,13 @@ SCORE_DECIMALS = 9
 """Decimals kept in similarity scores; differences below 1e-9 are ties (far below float32 noise)."""
 
 DIRECTIONS = ("image_to_text", "text_to_image")
+PAPER_EXCLUDED = "paper (own pair excluded)"
+"""Name of the paper protocol with each query's own fused row removed from its gallery (``exclude_self``)."""
 
 # Elements of one (queries x gallery) block; about ten such float64/int64 blocks live at once.
 _CHUNK_ELEMENTS = 1 << 21
-_BOOTSTRAP_BLOCK_ELEMENTS = 1 << 22
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _WHITESPACE = re.compile(r"\s+")
-_METRIC_FAMILIES = ("accuracy", "accuracy_dedup", "mean_cosine", "precision", "f1", "roc_auc", "map")
-_TABLE_TITLES = {
-    "image_to_text": "Image -> report retrieval",
-    "text_to_image": "Report -> image retrieval",
-    "classification": "Normal/abnormal classification (fused logit)",
-    "": "Metrics",
-}
 
 
 @dataclass(frozen=True)
@@ -209,7 +203,6 @@ def compute_retrieval_result(
         else:
             paired_ranks[rows] = np.argmax(order == rows[:, None], axis=1)
         relevant = (g_labels[order] == q_labels[rows, None]) & valid
-        irrelevant = valid & ~relevant
 
         top = order[:, :kmax]
         is_duplicate = None
@@ -227,7 +220,7 @@ def compute_retrieval_result(
         hits = np.cumsum(relevant, axis=1)
         ap_sums = (relevant * (hits / (positions + 1))).sum(axis=1)
         average_precision[rows] = np.where(n_relevant > 0, ap_sums / np.maximum(n_relevant, 1), np.nan)
-        roc_auc[rows] = _rowwise_auc(sorted_scores, relevant, irrelevant, positions)
+        roc_auc[rows] = roc_auc_rows(relevant, sorted_scores, valid)
 
         top_labels = g_labels[order[:, :f1_k]]
         abnormal_votes = 2 * top_labels.sum(axis=1)
@@ -247,10 +240,10 @@ def compute_retrieval_result(
     per_query["roc_auc"] = roc_auc
     per_query["map"] = average_precision
 
-    metrics = {key: _nanmean(values) for key, values in per_query.items() if key not in ("roc_auc", "map")}
-    metrics["f1"] = _binary_f1(q_labels, votes)
-    metrics["roc_auc"] = _nanmean(roc_auc)
-    metrics["map"] = _nanmean(average_precision)
+    metrics = {key: nanmean(values) for key, values in per_query.items() if key not in ("roc_auc", "map")}
+    metrics["f1"] = binary_f1(q_labels, votes)
+    metrics["roc_auc"] = nanmean(roc_auc)
+    metrics["map"] = nanmean(average_precision)
     return RetrievalResult(
         metrics=metrics,
         per_query=per_query,
@@ -428,8 +421,6 @@ def classification_metrics(logits_or_probs: Any, labels: Any, *, from_logits: bo
         >>> classification_metrics([-2.0, 3.0, 0.5, -0.1], [0, 1, 0, 1])["classification/accuracy"]
         0.5
     """
-    from sklearn.metrics import f1_score, roc_auc_score
-
     try:
         values = np.asarray(logits_or_probs, dtype=np.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -451,71 +442,11 @@ def classification_metrics(logits_or_probs: Any, labels: Any, *, from_logits: bo
         raise ValueError("from_logits=False but logits_or_probs has values outside [0, 1]")
     y_true = _as_labels(labels, values.shape[0], "labels")
     y_pred = (threshold_on >= (0.0 if from_logits else 0.5)).astype(np.int64)
-    has_both = np.unique(y_true).size == 2
     return {
-        "classification/roc_auc": float(roc_auc_score(y_true, scores)) if has_both else math.nan,
-        "classification/f1": float(f1_score(y_true, y_pred, pos_label=1, zero_division=np.nan)),
+        "classification/roc_auc": float(roc_auc_rows(y_true, scores)[0]),
+        "classification/f1": binary_f1(y_true, y_pred),
         "classification/accuracy": float(np.mean(y_true == y_pred)),
     }
-
-
-def bootstrap_ci(
-    per_query_values: Any,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    *,
-    statistic: Callable[[np.ndarray], float] | None = None,
-) -> tuple[float, float, float]:
-    """Percentile bootstrap over queries: ``(estimate, lo, hi)`` with a ``1 - alpha`` interval.
-
-    Args:
-        per_query_values: 1-D array of per-query values (NaN entries = skipped queries), or a 2-D
-            array whose rows are resampled together (for a ``statistic`` such as F1 that needs
-            several columns per query).
-        statistic: maps a resample to a float; default the mean of the non-NaN values.
-
-    ``estimate`` is the statistic of the full sample; ``lo``/``hi`` are the ``alpha/2`` and
-    ``1 - alpha/2`` quantiles of the statistic over ``n_boot`` resamples of the rows drawn with
-    replacement (``numpy.random.default_rng(seed)``); resamples whose statistic is NaN are dropped.
-
-    Example:
-        >>> bootstrap_ci([1.0, 1.0, 1.0], n_boot=10)
-        (1.0, 1.0, 1.0)
-    """
-    try:
-        values = np.asarray(per_query_values, dtype=np.float64)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"per_query_values must be numeric; got {type(per_query_values).__name__}") from exc
-    if values.ndim not in (1, 2) or values.shape[0] == 0:
-        raise ValueError(f"per_query_values must be a non-empty 1-D or 2-D array; got shape {values.shape}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if statistic is None and values.ndim != 1:
-        raise ValueError("2-D per_query_values need a statistic that reduces a resample to a float")
-    rng = np.random.default_rng(seed)
-    n = values.shape[0]
-    if statistic is None:
-        estimate = _nanmean(values)
-        stats = []
-        block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
-        for done in range(0, n_boot, block):
-            sample = values[rng.integers(0, n, size=(min(block, n_boot - done), n))]
-            present = ~np.isnan(sample)
-            counts = present.sum(axis=1)
-            sums = np.where(present, sample, 0.0).sum(axis=1)
-            stats.append(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
-        boot = np.concatenate(stats)
-    else:
-        estimate = float(statistic(values))
-        boot = np.array([float(statistic(values[rng.integers(0, n, size=n)])) for _ in range(n_boot)])
-    boot = boot[~np.isnan(boot)]
-    if boot.size == 0:
-        return estimate, math.nan, math.nan
-    lo, hi = np.quantile(boot, [float(alpha) / 2, 1 - float(alpha) / 2])
-    return estimate, float(lo), float(hi)
 
 
 def retrieval_bootstrap_cis(
@@ -536,63 +467,10 @@ def retrieval_bootstrap_cis(
     for key in result.metrics:
         if key == "f1":
             pairs = np.column_stack([result.query_labels, result.vote_labels])
-            cis[key] = bootstrap_ci(
-                pairs, n_boot, alpha, seed, statistic=lambda rows: _binary_f1(rows[:, 0], rows[:, 1])
-            )
+            cis[key] = bootstrap_ci(pairs, n_boot, alpha, seed, statistic=f1_rows)
         else:
             cis[key] = bootstrap_ci(result.per_query[key], n_boot, alpha, seed)
     return cis
-
-
-def format_paper_tables(
-    results: Mapping[str, Mapping[str, float]], *, title_note: str, decimals: int = 4
-) -> str:
-    """Markdown tables laid out like the paper's Tables I-III: one per direction, rows metrics, columns models.
-
-    Args:
-        results: ``{model name: flat metrics dict}`` with keys such as ``image_to_text/accuracy@1``
-            or ``classification/roc_auc``; keys without a ``/`` go to a table titled "Metrics".
-        title_note: data provenance (e.g. "synthetic phantom images"), printed above every table.
-
-    Missing values print as ``-``, NaN as ``n/a``.
-
-    Example:
-        >>> print(format_paper_tables({"zero-shot": {"image_to_text/map": 0.5}}, title_note="phantom"))
-        ### Image -> report retrieval
-        <BLANKLINE>
-        _Data: phantom_
-        <BLANKLINE>
-        | Metric | zero-shot |
-        |---|---:|
-        | map | 0.5000 |
-        <BLANKLINE>
-    """
-    if not isinstance(title_note, str) or not title_note.strip():
-        raise ValueError("title_note must be a non-empty string saying where the data came from")
-    if not results:
-        raise ValueError("results is empty; expected {model name: metrics dict}")
-    groups: dict[str, set[str]] = {}
-    for model, metrics in results.items():
-        if not isinstance(metrics, Mapping):
-            raise ValueError(f"results[{model!r}] must be a dict of metric name -> float, got {type(metrics).__name__}")
-        for key in metrics:
-            group, _, metric = key.rpartition("/")
-            groups.setdefault(group, set()).add(metric)
-    models = list(results)
-    known = [g for g in _TABLE_TITLES if g in groups]
-    ordered_groups = known + sorted(g for g in groups if g not in _TABLE_TITLES)
-    header = "| Metric | " + " | ".join(_escape_cell(str(m)) for m in models) + " |"
-    align = "|---|" + "---:|" * len(models)
-    blocks = []
-    for group in ordered_groups:
-        title = _TABLE_TITLES.get(group, group)
-        lines = [f"### {title}", "", f"_Data: {title_note.strip()}_", "", header, align]
-        for metric in sorted(groups[group], key=_metric_sort_key):
-            key = f"{group}/{metric}" if group else metric
-            cells = [_format_cell(results[m].get(key), decimals) for m in models]
-            lines.append(f"| {_escape_cell(metric)} | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks)
 
 
 def metric_module_path() -> str:
@@ -602,7 +480,7 @@ def metric_module_path() -> str:
         >>> Path(metric_module_path()).name
         'cxr_retrieval'
     """
-    folder = Path(__file__).resolve().parent / "metrics" / "cxr_retrieval"
+    folder = Path(__file__).resolve().parent / "cxr_retrieval"
     if not (folder / "cxr_retrieval.py").is_file():
         raise FileNotFoundError(
             f"{folder / 'cxr_retrieval.py'} is missing; reinstall cxr_mtclip with its package data"
@@ -695,55 +573,3 @@ def _normalised_texts(texts: Sequence[str], n: int, name: str) -> list[str]:
             raise ValueError(f"{name}[{i}] must be a str, got {type(text).__name__}")
         out.append(normalise_report_text(text))
     return out
-
-
-def _rowwise_auc(
-    sorted_scores: np.ndarray, positive: np.ndarray, negative: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Per row: P(score of a positive > score of a negative) + 0.5 P(tie); NaN without both groups."""
-    n_pos = positive.sum(axis=1)
-    n_neg = negative.sum(axis=1)
-    n = sorted_scores.shape[1]
-    new_group = np.ones(sorted_scores.shape, dtype=bool)
-    new_group[:, 1:] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
-    group_start = np.maximum.accumulate(np.where(new_group, positions, 0), axis=1)
-    group_last = np.ones(sorted_scores.shape, dtype=bool)
-    group_last[:, :-1] = new_group[:, 1:]
-    group_end = np.minimum.accumulate(np.where(group_last, positions, n)[:, ::-1], axis=1)[:, ::-1]
-    negatives_so_far = np.cumsum(negative, axis=1)
-    at_least = np.take_along_axis(negatives_so_far, group_end, axis=1)  # negatives scoring >= this item
-    above = np.where(group_start > 0, np.take_along_axis(negatives_so_far, np.maximum(group_start - 1, 0), axis=1), 0)
-    wins = (n_neg[:, None] - at_least) + 0.5 * (at_least - above)
-    total = (wins * positive).sum(axis=1)
-    defined = (n_pos > 0) & (n_neg > 0)
-    return np.where(defined, total / np.maximum(n_pos * n_neg, 1), np.nan)
-
-
-def _binary_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    true_pos = int(np.sum((y_true == 1) & (y_pred == 1)))
-    false_pos = int(np.sum((y_true == 0) & (y_pred == 1)))
-    false_neg = int(np.sum((y_true == 1) & (y_pred == 0)))
-    denominator = 2 * true_pos + false_pos + false_neg
-    return 2 * true_pos / denominator if denominator else math.nan
-
-
-def _nanmean(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else math.nan
-
-
-def _metric_sort_key(metric: str) -> tuple[int, int, str]:
-    name, _, k = metric.partition("@")
-    family = _METRIC_FAMILIES.index(name) if name in _METRIC_FAMILIES else len(_METRIC_FAMILIES)
-    return family, int(k) if k.isdigit() else 0, metric
-
-
-def _format_cell(value: Any, decimals: int) -> str:
-    if value is None:
-        return "-"
-    number = float(value)
-    return "n/a" if math.isnan(number) else f"{number:.{decimals}f}"
-
-
-def _escape_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
