@@ -43,13 +43,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from datasets import DatasetDict, load_from_disk
     from PIL import Image
 
-    from cxr_mtclip.retrieval import load_retrieval_model
+    from cxr_mtclip.hub import load_model_and_processor
 
     args = build_parser().parse_args(argv)
     data = load_from_disk(args.dataset)
     dataset = data[args.split] if isinstance(data, DatasetDict) else data
     index_dir = Path(args.index_dir or Path("indexes") / args.split)
-    model, processor = load_retrieval_model(
+    model, processor = load_model_and_processor(
         args.model, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if args.model == "tiny" else None,
         work_dir=index_dir, seed=args.seed,
     )

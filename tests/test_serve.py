@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_mtclip.serve import SearchHit, UserInputError, decode_upload, make_server, parse_multipart, thumbnail_png
+from cxr_mtclip.retrieval.serve import SearchHit, UserInputError, decode_upload, make_server, parse_multipart, thumbnail_png
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel, EvalPrediction
 
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
-from cxr_mtclip.model_card import DataDescription, push_to_hub, render_model_card, upload_plan
+from cxr_mtclip.hub import push_to_hub, upload_plan
+from cxr_mtclip.model_card import DataDescription, render_model_card
 from cxr_mtclip.training import (
     HP_SEARCH_RANGES,
     LOSS_TERMS,

@@ -53,19 +53,14 @@ def _positive_int(value: str) -> int:
 # -- loaders shared by several commands ---------------------------------------------------------
 
 
-def load_model_and_processor(model_dir: str | os.PathLike) -> tuple[Any, Any]:
-    """A saved CxrMtClipModel and the CxrMtClipProcessor saved beside it (or in `<dir>/processor`)."""
-    from .modeling_cxr_mtclip import CxrMtClipModel
-    from .processing_cxr_mtclip import PROCESSOR_CONFIG_NAME, CxrMtClipProcessor
+def load_saved_model(model_dir: str | os.PathLike) -> tuple[Any, Any]:
+    """`hub.load_model_and_processor` on a folder that must hold a saved model (CliError naming it otherwise)."""
+    from .hub import load_model_and_processor
 
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise CliError(f"{folder}: not a saved cxr_mtclip model (no config.json)")
-    processor_dir = folder if (folder / PROCESSOR_CONFIG_NAME).is_file() else folder / "processor"
-    if not (processor_dir / PROCESSOR_CONFIG_NAME).is_file():
-        raise CliError(f"{folder}: no {PROCESSOR_CONFIG_NAME} beside the model (save the processor with the model)")
-    model = CxrMtClipModel.from_pretrained(str(folder)).eval()
-    return model, CxrMtClipProcessor.from_pretrained(processor_dir)
+    return load_model_and_processor(folder)
 
 
 def load_split(dataset_dir: str | os.PathLike, split: str | None) -> Any:
@@ -85,19 +80,6 @@ def load_split(dataset_dir: str | os.PathLike, split: str | None) -> Any:
         raise CliError(f"{dataset_dir}: expected a Dataset or DatasetDict saved with save_to_disk, got {type(data).__name__}")
     # a single saved Dataset has no splits; it is accepted as the requested one
     return data
-
-
-def data_note_for(dataset: Any) -> str:
-    """What produced the rows: synthetic phantoms, real OpenI, or a mix (with counts)."""
-    if "source" not in dataset.column_names:
-        return f"data: {len(dataset)} studies of unknown provenance"
-    sources = dataset["source"]
-    synthetic = sum(1 for s in sources if s == "synthetic")
-    if synthetic == len(sources):
-        return f"data: {len(sources)} SYNTHETIC phantom studies (procedural images, not real X-rays)"
-    if synthetic == 0:
-        return f"data: {len(sources)} real OpenI studies"
-    return f"data: {len(sources)} studies, {synthetic} of them SYNTHETIC phantoms (procedural images, not real X-rays)"
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -135,14 +117,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from .atomic import atomic_directory
+    from .data.schema import data_note
     from .retrieval import embed_dataset
 
-    model, processor = load_model_and_processor(args.model)
+    model, processor = load_saved_model(args.model)
     split = load_split(args.dataset, args.split)
     embedded = embed_dataset(model, processor, split, batch_size=args.batch_size)
     with atomic_directory(args.out) as tmp:
         embedded.save_to_disk(str(tmp))
-    print(f"embedded {len(embedded)} rows of {args.dataset} [{args.split or 'default'}] -> {args.out} ({data_note_for(embedded)})")
+    print(f"embedded {len(embedded)} rows of {args.dataset} [{args.split or 'default'}] -> {args.out} ({data_note(embedded)})")
     return 0
 
 
@@ -165,7 +148,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def _retriever(model_dir: Path, dataset_dir: Path, split: str | None, kind: str = "flat") -> Any:
     from .retrieval import RetrievalIndex
 
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_saved_model(model_dir)
     return RetrievalIndex.build(model, processor, load_split(dataset_dir, split), kind=kind)
 
 
@@ -186,7 +169,8 @@ def _hits(scores: Any, examples: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .serve import decode_upload
+    from .data.schema import data_note
+    from .retrieval.serve import decode_upload
 
     if (args.image is None) == (args.text is None):
         raise CliError("give exactly one of --image PATH or --text REPORT")
@@ -199,7 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         scores, examples = retriever.search_by_text(args.text, k=args.k, mode=args.mode)
     hits = _hits(scores, examples)
-    note = data_note_for(retriever.dataset)
+    note = data_note(retriever.dataset)
     if args.json:
         print(json.dumps({"data": note, "mode": args.mode, "results": hits}, indent=2))
     else:
@@ -227,10 +211,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import SearchHit, make_server, thumbnail_png
+    from .data.schema import data_note
+    from .retrieval.serve import SearchHit, make_server, thumbnail_png
 
     retriever = _retriever(args.model, args.dataset, args.split)
-    note = data_note_for(retriever.dataset)
+    note = data_note(retriever.dataset)
 
     def to_hits(result: Any) -> list[SearchHit]:
         scores, examples = result

@@ -421,7 +421,7 @@ def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_
 
     from .clip_baseline import CLIP_BASELINE_MODEL, CLIP_BASELINE_PRETRAINED, load_open_clip_baseline
     from .data import build_openi_dataset
-    from .retrieval import load_retrieval_model
+    from .hub import load_model_and_processor
     from .training import DataArguments, ModelArguments, run_training
 
     cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "cxr_mtclip"
@@ -442,8 +442,8 @@ def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_
     device = "cuda" if _cuda() else "cpu"
     models = {
         _ONLINE_NAMES["clip"]: load_open_clip_baseline(seed=seed, device=device),
-        _ONLINE_NAMES["biomedclip_zero_shot"]: load_retrieval_model(BIOMEDCLIP_HUB_ID, seed=seed, device=device),
-        _ONLINE_NAMES["biomedclip_fine_tuned"]: load_retrieval_model(run_dir, seed=seed, device=device),
+        _ONLINE_NAMES["biomedclip_zero_shot"]: load_model_and_processor(BIOMEDCLIP_HUB_ID, seed=seed, device=device),
+        _ONLINE_NAMES["biomedclip_fine_tuned"]: load_model_and_processor(run_dir, seed=seed, device=device),
     }
     note = f"OpenI (NLM) test split, real chest X-rays and reports, seed {split_seed} ({data_dir})"
     banner = "ONLINE: BiomedCLIP and CLIP ViT-B/16 pretrained weights, real OpenI data"
@@ -459,7 +459,7 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
     from .demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, demo_config, load_demo_data
     from .modeling_cxr_mtclip import CxrMtClipModel
     from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-    from .retrieval import load_retrieval_model
+    from .hub import load_model_and_processor
     from .training import DataArguments, ModelArguments, run_training
 
     n_studies = n_studies or DEMO_STUDIES
@@ -491,8 +491,8 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
     say("[3/5] loading the stand-ins: tiny random-init open_clip CLIP, untrained and fine-tuned tiny models")
     models = {
         _OFFLINE_NAMES["clip"]: tiny_open_clip_baseline(seed=seed, image_size=DEMO_IMAGE_SIZE),
-        _OFFLINE_NAMES["biomedclip_zero_shot"]: load_retrieval_model(start_dir, seed=seed),
-        _OFFLINE_NAMES["biomedclip_fine_tuned"]: load_retrieval_model(run_dir, seed=seed),
+        _OFFLINE_NAMES["biomedclip_zero_shot"]: load_model_and_processor(start_dir, seed=seed),
+        _OFFLINE_NAMES["biomedclip_fine_tuned"]: load_model_and_processor(run_dir, seed=seed),
     }
     images = "synthetic phantom images" if "SYNTHETIC" in data_note else "the given studies"
     banner = (f"OFFLINE STAND-IN: tiny random-init towers (not BiomedCLIP, not CLIP ViT-B/16) trained on {images}; "

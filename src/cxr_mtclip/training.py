@@ -1054,7 +1054,8 @@ def run_training(
         >>> run_training(*parse_training_args(["--backbone", "tiny", "--phantoms", "64", "--output_dir", "out",
         ...                                    "--num_train_epochs", "1"]))  # doctest: +SKIP
     """
-    from .model_card import DataDescription, push_to_hub, render_model_card, write_model_card
+    from .hub import push_to_hub
+    from .model_card import DataDescription, render_model_card, write_model_card
 
     push = bool(training_args.push_to_hub)
     if push:

@@ -36,6 +36,15 @@ from datasets import Image as ImageFeature
 
 from ..atomic import atomic_write_text
 from ..data.schema import data_note
+from ..hub import load_model_and_processor
+from ..retrieval.embedding import (
+    EMBEDDING_COLUMNS,
+    LOGITS_COLUMN,
+    embed_dataset,
+    embedding_model_fingerprint,
+    present_mask,
+)
+from ..retrieval.index import build_index
 from ..utils import json_safe
 from .metrics import (
     DIRECTIONS,
@@ -47,15 +56,6 @@ from .metrics import (
 )
 from .plots import plot_tsne
 from .tables import format_number, results_markdown
-from ..retrieval import (
-    EMBEDDING_COLUMNS,
-    LOGITS_COLUMN,
-    _present_mask,
-    build_index,
-    embed_dataset,
-    embedding_model_fingerprint,
-    load_retrieval_model,
-)
 
 __all__ = ["PROTOCOLS", "build_parser", "evaluate_models", "main", "model_slug"]
 
@@ -184,7 +184,7 @@ def _evaluable_rows(
     if not isinstance(dataset.features[image_column], ImageFeature):
         raise ValueError(f"column '{image_column}' must be a datasets.Image() feature, got {dataset.features[image_column]}")
     reports = dataset[text_column]
-    has_image = _present_mask(dataset, image_column)
+    has_image = present_mask(dataset, image_column)
     has_report = np.array([isinstance(r, str) and bool(r.strip()) for r in reports], dtype=bool)
     keep = has_image & has_report
     evaluable = dataset if keep.all() else dataset.select(np.flatnonzero(keep))
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--model {item!r}: expected NAME=SPEC")
         if name in models:
             parser.error(f"--model name {name!r} given twice")
-        models[name] = load_retrieval_model(
+        models[name] = load_model_and_processor(
             spec, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if spec == "tiny" else None,
             work_dir=output / f"_{model_slug(name)}", seed=args.seed, device=device,
         )

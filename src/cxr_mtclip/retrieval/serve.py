@@ -53,7 +53,7 @@ def decode_upload(data: bytes, filename: str = "upload") -> Image.Image:
         raise UserInputError(f"{filename}: the file is empty")
     if len(data) > 132 and data[128:132] == b"DICM":
         try:
-            from .data.dicom import read_dicom
+            from ..data.dicom import read_dicom
 
             return read_dicom(io.BytesIO(data))
         except Exception as err:  # any decoding failure is the user's file, not our bug
