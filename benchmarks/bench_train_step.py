@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
     from cxr_mtclip.backbone import apply_freeze_policy
-    from cxr_mtclip.feature_cache import CachedFeatureCollator, build_feature_cache, cache_fingerprint, forward_from_cache
+    from cxr_mtclip.training.cached_model import forward_from_cache
+    from cxr_mtclip.training.feature_cache import CachedFeatureCollator, build_feature_cache, cache_fingerprint
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.experiments.run_ablation`."""
-    from cxr_mtclip.experiments import main as ablate_main
+    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.recipes.ablation.run_ablation`."""
+    from cxr_mtclip.recipes.ablation import main as ablate_main
 
     return ablate_main(argv)
 

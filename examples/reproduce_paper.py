@@ -23,8 +23,8 @@ PAPER_RESULTS = Path(__file__).resolve().with_name("paper_results.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.reproduce.run_reproduction`."""
-    from cxr_mtclip.reproduce import main as reproduce_main
+    """Parse `argv` (default: sys.argv) and run `cxr_mtclip.recipes.reproduce.run_reproduction`."""
+    from cxr_mtclip.recipes.reproduce import main as reproduce_main
 
     return reproduce_main(argv, default_paper_results=PAPER_RESULTS)
 

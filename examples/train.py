@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cxr_mtclip.training import TrainingRunResult, parse_training_args, run_training
+from cxr_mtclip.recipes.train import TrainingRunResult, parse_training_args, run_training
 
 
 def main(argv: Sequence[str] | None = None) -> TrainingRunResult:

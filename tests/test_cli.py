@@ -15,7 +15,7 @@ from cxr_mtclip.cli import main
 def workspace(tmp_path_factory):
     """A small phantom DatasetDict and a saved tiny model + processor sized for its images."""
     from cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-    from cxr_mtclip.demo import demo_config
+    from cxr_mtclip.recipes.demo import demo_config
 
     root = tmp_path_factory.mktemp("cli")
     assert main(["build-dataset", "--phantoms", "48", "--out", str(root / "data"), "--seed", "1"]) == 0

@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_mtclip import reproduce
-from cxr_mtclip.clip_baseline import tiny_open_clip_baseline
+from cxr_mtclip.recipes import reproduce
+from cxr_mtclip.recipes.clip_baseline import tiny_open_clip_baseline
 from cxr_mtclip.evaluation import bidirectional_retrieval_results, classification_metrics
 from cxr_mtclip.evaluation.statistics import f1_rows, seed_query_bootstrap
 from cxr_mtclip.evaluation.statistics import roc_auc_rows as auc_rows
-from cxr_mtclip.experiments import (
-    ABLATION_VARIANTS,
-    query_records,
-    torch_threads,
-)
+from cxr_mtclip.recipes.ablation import ABLATION_VARIANTS, query_records
+from cxr_mtclip.utils import torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_RESULTS = REPO_ROOT / "examples" / "paper_results.json"

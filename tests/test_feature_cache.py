@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
-from cxr_mtclip import feature_cache as fc
-from cxr_mtclip.feature_cache import (
-    CachedCxrMtClipModel,
+from cxr_mtclip.training import feature_cache as fc
+from cxr_mtclip.training.cached_model import CachedCxrMtClipModel, forward_from_cache
+from cxr_mtclip.training.feature_cache import (
     CachedFeatureCollator,
     build_feature_cache,
     cache_fingerprint,
-    forward_from_cache,
     load_feature_cache,
     load_or_build_feature_cache,
 )
@@ -283,8 +282,7 @@ def test_a_cache_for_another_freeze_policy_is_refused_by_the_wrapper(tmp_path, m
 
 
 def test_cxr_mtclip_trainer_trains_and_evaluates_from_prepared_caches(tmp_path, model, tiny_processor, studies):
-    from cxr_mtclip.feature_cache import prepare_cached_training
-    from cxr_mtclip.training import CxrMtClipTrainer, CxrMtClipTrainingArguments
+    from cxr_mtclip.training import CxrMtClipTrainer, CxrMtClipTrainingArguments, prepare_cached_training
 
     train, validation = studies.select(range(6)), studies.select(range(6, N_STUDIES))
     cached = prepare_cached_training(model, tiny_processor, train, tmp_path / "cache", eval_dataset=validation,

@@ -320,7 +320,7 @@ def test_collator_and_training_data_refuse_unknown_labels(tiny_processor, tmp_pa
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
     from datasets import Image as ImageFeature
 
-    from cxr_mtclip.training import DataArguments, load_training_data
+    from cxr_mtclip.recipes.train import DataArguments, load_training_data
 
     collator = CxrMtClipDataCollator(tiny_processor)
     with pytest.raises(ValueError, match=r"row uid='u1': column 'label' must be 0 \(normal\) or 1 \(abnormal\), got 2"):
@@ -369,7 +369,7 @@ def test_processor_config_with_an_unknown_field(model_dir):
 
 
 def test_training_arguments_out_of_range(tmp_path):
-    from cxr_mtclip.training import parse_training_args
+    from cxr_mtclip.recipes.train import parse_training_args
 
     with pytest.raises(ValueError, match=r"hpo_trials must be >= 0, got -1"):
         parse_training_args(["--backbone", "tiny", "--output_dir", str(tmp_path), "--hpo_trials", "-1"])
@@ -557,7 +557,7 @@ def test_failed_processor_save_leaves_the_old_processor(model_dir, tiny_processo
 
 
 def test_resume_last_skips_a_checkpoint_the_killed_run_did_not_finish(tmp_path):
-    from cxr_mtclip.training import _resume_value, last_complete_checkpoint
+    from cxr_mtclip.recipes.train import _resume_value, last_complete_checkpoint
 
     for step, state in ((2, "{}"), (10, "{}"), (12, None), (14, '{"log_hist')):
         folder = tmp_path / f"checkpoint-{step}"
@@ -596,7 +596,7 @@ def test_every_writer_in_the_package_writes_a_temp_path():
         r"np\.save\(|torch\.save\(|json\.dump\(|\.save_faiss_index\(|faiss\.write_index\(|\.to_csv\(|\.save\("
     )
     allowed = {
-        ("data.py", "target.write_bytes(handle.read())"),  # tar members unpacked into a TemporaryDirectory, not an artifact
+        ("openi.py", "target.write_bytes(handle.read())"),  # tar members unpacked into a TemporaryDirectory, not an artifact
     }
     offenders = []
     for path in sorted(SRC.rglob("*.py")):

@@ -161,7 +161,7 @@ def live_server(tmp_path_factory):
     from cxr_mtclip import CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
     from cxr_mtclip.cli import _hits
     from cxr_mtclip.data import make_phantom_openi
-    from cxr_mtclip.demo import demo_config
+    from cxr_mtclip.recipes.demo import demo_config
     from cxr_mtclip.retrieval import RetrievalIndex
 
     root = tmp_path_factory.mktemp("serve")

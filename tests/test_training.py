@@ -23,9 +23,10 @@ from transformers import AutoModel, EvalPrediction
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
 from cxr_mtclip.hub import push_to_hub, upload_plan
 from cxr_mtclip.model_card import DataDescription, render_model_card
+from cxr_mtclip.losses import LOSS_TERMS
+from cxr_mtclip.recipes.train import parse_training_args
 from cxr_mtclip.training import (
     HP_SEARCH_RANGES,
-    LOSS_TERMS,
     CxrMtClipDataCollator,
     CxrMtClipTrainer,
     CxrMtClipTrainingArguments,
@@ -35,7 +36,6 @@ from cxr_mtclip.training import (
     default_objective,
     make_model_init,
     parameter_groups,
-    parse_training_args,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,13 +1,17 @@
-"""Atomic writes: every artifact is written under a temporary name in its own folder, then renamed."""
+"""Atomic writes: every artifact (text, JSON, files, folders) is written under a temporary name beside it, then renamed."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+from .utils import json_safe
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -20,10 +24,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, then rename it over `path`."""
-    with atomic_file(path) as tmp:
-        Path(tmp).write_bytes(data)
+def write_json(path: str | os.PathLike, data: Any, *, allow_nan: bool = False, sort_keys: bool = False) -> Path:
+    """Write `data` as indented JSON (numpy/torch scalars converted by `utils.json_safe`), atomically.
+
+    NaN and infinities become null unless `allow_nan`, which writes them as ``NaN`` the way transformers'
+    Trainer writes its result files.
+
+    Example:
+        >>> write_json("results.json", {"auc": float("nan")})  # doctest: +SKIP
+    """
+    text = json.dumps(json_safe(data, allow_nan=allow_nan), indent=2, sort_keys=sort_keys, allow_nan=allow_nan)
+    atomic_write_text(path, text + "\n")
+    return Path(path)
 
 
 @contextlib.contextmanager

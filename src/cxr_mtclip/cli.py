@@ -110,7 +110,7 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import main as train_main
+    from .recipes.train import main as train_main
 
     return int(train_main(args.rest) or 0)
 
@@ -202,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .recipes.demo import run_demo
 
     result = run_demo(
         output_dir=args.output_dir, openi=args.openi, n_studies=args.n_studies, epochs=args.epochs, seed=args.seed,

@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DEFAULT_SUPCON_TEMPERATURE",
+    "LOSS_TERMS",
+    "PAPER_LOSS_WEIGHTS",
     "CompositeLoss",
     "CompositeLossOutput",
     "clip_loss",
@@ -43,10 +46,14 @@ __all__ = [
     "supervised_contrastive_loss",
 ]
 
-PAPER_BCE_WEIGHT = 0.69
-PAPER_SUPCON_WEIGHT = 1.97
-PAPER_CLIP_WEIGHT = 0.46
+PAPER_LOSS_WEIGHTS: dict[str, float] = {"bce_weight": 0.69, "supcon_weight": 1.97, "clip_weight": 0.46}
+"""The paper's loss weights (arXiv 2601.05399: 20 trials of Bayesian optimisation over [0.1, 1] x [0.2, 2] x [0.2, 2]).
+
+The one place these numbers live: the config defaults, the model card, the HPO and the ablations read them here."""
 DEFAULT_SUPCON_TEMPERATURE = 0.07
+"""SupCon softmax temperature (Khosla et al. 2020's default; the paper does not state another)."""
+LOSS_TERMS = ("bce_loss", "supcon_loss", "clip_loss")
+"""Names of the three unweighted terms, as `CompositeLossOutput` and `CxrMtClipOutput` fields and in logs."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,9 +342,9 @@ class CompositeLoss(nn.Module):
 
     def __init__(
         self,
-        bce_weight: float = PAPER_BCE_WEIGHT,
-        supcon_weight: float = PAPER_SUPCON_WEIGHT,
-        clip_weight: float = PAPER_CLIP_WEIGHT,
+        bce_weight: float = PAPER_LOSS_WEIGHTS["bce_weight"],
+        supcon_weight: float = PAPER_LOSS_WEIGHTS["supcon_weight"],
+        clip_weight: float = PAPER_LOSS_WEIGHTS["clip_weight"],
         supcon_temperature: float = DEFAULT_SUPCON_TEMPERATURE,
         gather_distributed: bool = True,
     ) -> None:

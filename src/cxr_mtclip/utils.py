@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["eval_mode", "json_safe", "positive_int", "unwrap_model"]
+__all__ = ["eval_mode", "json_safe", "positive_int", "quiet_progress_bars", "torch_threads", "unwrap_model"]
 
 
 def json_safe(value: Any, *, allow_nan: bool = False) -> Any:
@@ -90,3 +90,45 @@ def positive_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, torch uses `threads` CPU threads (None: unchanged); the previous count is restored.
+
+    On a shared or oversubscribed CPU one thread is often far faster for these tiny models than one per core.
+    """
+    import torch
+
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars(quiet: bool = True) -> Iterator[None]:
+    """Within the block, no `datasets` / transformers progress bars when `quiet`; the previous state is restored."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if not quiet:
+        yield
+        return
+    datasets_on, transformers_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if transformers_on:
+            hf_logging.enable_progress_bar()

@@ -21,8 +21,8 @@ from PIL import Image
 from torch import nn
 from transformers import BatchEncoding
 
-from .modeling_cxr_mtclip import CxrMtClipOutput
-from .processing_cxr_mtclip import report_list, to_rgb
+from ..modeling_cxr_mtclip import CxrMtClipOutput
+from ..processing_cxr_mtclip import report_list, to_rgb
 
 __all__ = [
     "CLIP_BASELINE_MODEL",

@@ -43,7 +43,7 @@ class DemoResult:
 
 def demo_config(vocab_size: int, seed: int = 0) -> Any:
     """The tiny demo architecture: 2-layer towers, 64 px images, mean-pooled text, every block trainable."""
-    from .configuration_cxr_mtclip import CxrMtClipConfig
+    from ..configuration_cxr_mtclip import CxrMtClipConfig
 
     base = CxrMtClipConfig.tiny()
     open_clip_config = copy.deepcopy(base.open_clip_config)
@@ -71,7 +71,7 @@ def demo_training_arguments(
     """Trainer arguments for the tiny from-scratch recipe (one learning rate, full batches, no checkpoints)."""
     import torch
 
-    from .training import CxrMtClipTrainingArguments
+    from ..training import CxrMtClipTrainingArguments
 
     return CxrMtClipTrainingArguments(
         output_dir=str(output_dir),
@@ -98,7 +98,7 @@ def load_demo_data(openi: str | os.PathLike | None, n_studies: int, seed: int) -
     """Phantom splits (paired with real OpenI reports when `openi` holds reports.csv) or a real OpenI build."""
     from datasets import DatasetDict, load_from_disk
 
-    from .data import load_openi_reports, make_phantom_openi, split_openi
+    from ..data import load_openi_reports, make_phantom_openi, split_openi
 
     test_per_class = max(10, min(100, n_studies // 8))
     if openi is not None:
@@ -141,13 +141,13 @@ def run_demo(
     import torch
     from transformers import set_seed
 
-    from .atomic import atomic_directory, atomic_write_text
-    from .evaluation.evaluate import evaluate_models
-    from .modeling_cxr_mtclip import CxrMtClipModel
-    from .evaluation.plots import plot_loss_curves
-    from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-    from .retrieval import RetrievalIndex
-    from .training import CxrMtClipTrainer
+    from ..atomic import atomic_directory, atomic_write_text
+    from ..evaluation.evaluate import evaluate_models
+    from ..modeling_cxr_mtclip import CxrMtClipModel
+    from ..evaluation.plots import plot_loss_curves
+    from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+    from ..retrieval import RetrievalIndex
+    from ..training import CxrMtClipTrainer
 
     start = time.time()
     say = print if verbose else (lambda *a, **k: None)
@@ -248,7 +248,7 @@ def _metric(results: dict[str, Any], model: str, key: str) -> float | None:
 
 
 def _trainable_line(model: Any) -> str:
-    from .modeling_cxr_mtclip import trainable_parameter_report
+    from ..modeling_cxr_mtclip import trainable_parameter_report
 
     return trainable_parameter_report(model)
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_file, atomic_write_text
-from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID
-from .experiments import quiet_progress_bars, torch_threads
+from ..atomic import atomic_file, atomic_write_text
+from ..configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID
+from ..evaluation.tables import format_number, metric_sort_key
+from ..utils import json_safe, quiet_progress_bars, torch_threads
 
 __all__ = [
     "MODEL_KEYS",
@@ -71,7 +72,6 @@ _OFFLINE_NAMES = {
     "biomedclip_fine_tuned": "fine-tuned stand-in (tiny, trained)",
 }
 _TRUE = {"1", "true", "yes", "on"}
-_FAMILIES = ("accuracy", "accuracy_dedup", "mean_cosine", "precision", "f1", "roc_auc", "map")
 
 
 @dataclass
@@ -207,12 +207,6 @@ def load_paper_results(path: str | os.PathLike) -> dict[str, Any]:
 # -- comparison tables --------------------------------------------------------------------------------
 
 
-def _metric_sort(metric: str) -> tuple[int, int, str]:
-    name, _, k = metric.partition("@")
-    family = _FAMILIES.index(name) if name in _FAMILIES else len(_FAMILIES)
-    return family, int(k) if k.isdigit() else 0, metric
-
-
 def _ours(entry: Mapping[str, Any], protocol: str, group: str) -> dict[str, tuple[float | None, list | None]]:
     """``{metric: (value, [estimate, lo, hi] or None)}`` of one model for a table group."""
     if group == "classification":
@@ -223,12 +217,8 @@ def _ours(entry: Mapping[str, Any], protocol: str, group: str) -> dict[str, tupl
 
 
 def _fmt(value: Any, ci: Sequence[Any] | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    text = f"{float(value):.4f}"
-    if ci and len(ci) == 3 and ci[1] is not None and ci[2] is not None:
-        text += f" [{float(ci[1]):.4f}, {float(ci[2]):.4f}]"
-    return text
+    """A cell: the value, with its interval when `ci` is ``(estimate, lo, hi)``."""
+    return format_number(value, missing="n/a", ci=ci[1:] if ci and len(ci) == 3 else None)
 
 
 def build_comparison(results: Mapping[str, Any], paper: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -241,7 +231,7 @@ def build_comparison(results: Mapping[str, Any], paper: Mapping[str, Any], names
     for number, group, title in PAPER_TABLES:
         rows: dict[str, dict[str, Any]] = {}
         ours = {key: _ours(models[names[key]], "paper", group) for key in MODEL_KEYS}
-        metrics = sorted({m for per_model in ours.values() for m in per_model}, key=_metric_sort)
+        metrics = sorted({m for per_model in ours.values() for m in per_model}, key=metric_sort_key)
         for metric in metrics:
             rows[metric] = {}
             for key in MODEL_KEYS:
@@ -301,7 +291,7 @@ def format_comparison_markdown(
         lines += [f"## Table {number} again, protocol: cross-modal (ours only; the paper reports the paper protocol)", "",
                   f"_{banner}_", "", "| Metric | " + " | ".join(header_models) + " |", "|---|" + "---:|" * len(header_models)]
         ours = {key: _ours(models[names[key]], "cross-modal", group) for key in MODEL_KEYS}
-        for metric in sorted({m for v in ours.values() for m in v}, key=_metric_sort):
+        for metric in sorted({m for v in ours.values() for m in v}, key=metric_sort_key):
             cells = []
             for key in MODEL_KEYS:
                 value, ci = ours[key].get(metric, (None, None))
@@ -381,7 +371,7 @@ def run_reproduction(
     else:
         models, test, note, banner, names = _offline_models(out, openi, hpo_trials, seed, n_studies, epochs,
                                                             batch_size, learning_rate, say, verbose)
-    from .evaluation.evaluate import evaluate_models
+    from ..evaluation.evaluate import evaluate_models
 
     say(f"[4/5] evaluating {', '.join(models)} on the test split ({len(test)} studies), both protocols")
     results = evaluate_models(models, test, out / "eval", protocol="both", data_note=note, ks=ks, seed=seed,
@@ -392,7 +382,7 @@ def run_reproduction(
                        "paper_status": paper.get("status"), "seconds": round(time.time() - start, 1)})
     table = format_comparison_markdown(results, paper, comparison, banner=banner)
     json_path, markdown_path = out / "paper_comparison.json", out / "paper_comparison.md"
-    atomic_write_text(json_path, json.dumps(_json_safe(comparison), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, json.dumps(json_safe(comparison), indent=2, allow_nan=False) + "\n")
     atomic_write_text(markdown_path, table)
     say(table)
     say(f"wrote {markdown_path}, {json_path} and {out / 'eval'} ({time.time() - start:.0f} s) [{banner}]")
@@ -402,7 +392,7 @@ def run_reproduction(
 def _training_arguments(output_dir: Path, seed: int, hpo_trials: int, verbose: bool, **settings: Any) -> Any:
     import torch
 
-    from .training import CxrMtClipTrainingArguments
+    from ..training import CxrMtClipTrainingArguments
 
     params = dict(output_dir=str(output_dir), seed=seed, data_seed=seed, hpo_trials=hpo_trials, report_to="none",
                   disable_tqdm=not verbose, use_cpu=not torch.cuda.is_available())
@@ -420,9 +410,9 @@ def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_
     from datasets import load_from_disk
 
     from .clip_baseline import CLIP_BASELINE_MODEL, CLIP_BASELINE_PRETRAINED, load_open_clip_baseline
-    from .data import build_openi_dataset
-    from .hub import load_model_and_processor
-    from .training import DataArguments, ModelArguments, run_training
+    from ..data import build_openi_dataset
+    from ..hub import load_model_and_processor
+    from .train import DataArguments, ModelArguments, run_training
 
     cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "cxr_mtclip"
     say(f"[1/5] OpenI: downloading the NLM tarballs into {cache / OPENI_FOLDER}")
@@ -454,13 +444,13 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
                     batch_size: Any, learning_rate: Any, say: Any, verbose: bool) -> tuple[dict, Any, str, str, dict]:
     import torch
 
-    from .atomic import atomic_directory
+    from ..atomic import atomic_directory
     from .clip_baseline import tiny_open_clip_baseline
     from .demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, demo_config, load_demo_data
-    from .modeling_cxr_mtclip import CxrMtClipModel
-    from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-    from .hub import load_model_and_processor
-    from .training import DataArguments, ModelArguments, run_training
+    from ..modeling_cxr_mtclip import CxrMtClipModel
+    from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+    from ..hub import load_model_and_processor
+    from .train import DataArguments, ModelArguments, run_training
 
     n_studies = n_studies or DEMO_STUDIES
     say(f"[1/5] OFFLINE: {n_studies} studies of synthetic phantoms (no download), saved to {out / 'data'}")
@@ -505,16 +495,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
 
 
 # -- command line ---------------------------------------------------------------------------------------

@@ -11,25 +11,24 @@ and ``ablation.md`` (one table: rows metrics, columns variants).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .evaluation.metrics import DIRECTIONS, PAPER_EXCLUDED, bidirectional_retrieval_results
-from .evaluation.statistics import f1_rows, nanmean_rows, roc_auc_rows, seed_query_bootstrap
-from .evaluation.tables import escape_cell, format_number, metric_sort_key
-from .data.schema import data_provenance
-from .utils import json_safe
+from ..atomic import atomic_write_text
+from ..evaluation.metrics import DIRECTIONS, PAPER_EXCLUDED, bidirectional_retrieval_results
+from ..evaluation.statistics import f1_rows, nanmean_rows, roc_auc_rows, seed_query_bootstrap
+from ..evaluation.tables import escape_cell, format_number, metric_sort_key
+from ..data.schema import data_provenance
+from ..utils import json_safe, quiet_progress_bars, torch_threads
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -41,10 +40,8 @@ __all__ = [
     "format_ablation_markdown",
     "main",
     "query_records",
-    "quiet_progress_bars",
     "run_ablation",
     "summarise_runs",
-    "torch_threads",
     "train_loss_variant",
 ]
 
@@ -234,9 +231,9 @@ def train_loss_variant(
     """Train a fresh model (init drawn from `seed`) with `variant`'s loss weights; returns (model, final log, seconds)."""
     from transformers import PrinterCallback, set_seed
 
-    from .modeling_cxr_mtclip import CxrMtClipModel
+    from ..modeling_cxr_mtclip import CxrMtClipModel
     from .demo import demo_training_arguments
-    from .training import CxrMtClipTrainer
+    from ..training import CxrMtClipTrainer
 
     if len(train_dataset) < batch_size:
         raise ValueError(
@@ -262,7 +259,7 @@ def train_loss_variant(
 
 
 def _embed_test(model: Any, processor: Any, test: Any, batch_size: int) -> dict[str, np.ndarray]:
-    from .retrieval import EMBEDDING_COLUMNS, LOGITS_COLUMN, embed_dataset
+    from ..retrieval import EMBEDDING_COLUMNS, LOGITS_COLUMN, embed_dataset
 
     columns = (*EMBEDDING_COLUMNS, LOGITS_COLUMN)
     embedded = embed_dataset(model, processor, test, batch_size=batch_size, columns=columns, show_progress=False)
@@ -306,8 +303,8 @@ def run_ablation(
         >>> print(result.table)  # doctest: +SKIP
     """
     from .demo import demo_config, load_demo_data
-    from .evaluation import normalise_report_text
-    from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+    from ..evaluation import normalise_report_text
+    from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
     if not variants:
         raise ValueError("variants is empty")
@@ -438,48 +435,6 @@ def format_ablation_markdown(results: Mapping[str, Any], decimals: int = 3) -> s
 
 
 # -- command line ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Within the block, torch uses `threads` CPU threads (None: unchanged); the previous count is restored.
-
-    On a shared or oversubscribed CPU one thread is often far faster for these tiny models than one per core.
-    """
-    import torch
-
-    if threads is None:
-        yield
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def quiet_progress_bars(quiet: bool = True) -> Iterator[None]:
-    """Within the block, no `datasets` / transformers progress bars when `quiet`; the previous state is restored."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    if not quiet:
-        yield
-        return
-    datasets_on, transformers_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if datasets_on:
-            datasets.enable_progress_bars()
-        if transformers_on:
-            hf_logging.enable_progress_bar()
 
 
 def build_parser() -> Any:
