@@ -1,10 +1,11 @@
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
+from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
 from cxr_mtclip import backbone as backbone_mod
 from cxr_mtclip.configuration_cxr_mtclip import BIOMEDCLIP_OPEN_CLIP_CONFIG, BIOMEDBERT_TEXT_CONFIG
 
@@ -31,12 +32,14 @@ def pretrained_tiny(tiny_config):
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
-def test_from_backbone_loads_a_local_open_clip_folder(tmp_path, tiny_config, pretrained_tiny, fmt):
+def test_from_backbone_loads_a_local_open_clip_folder(tmp_path, tiny_config, pretrained_tiny, tiny_tokenizer_dir, fmt):
     folder = write_open_clip_folder(tmp_path / "ckpt", tiny_config, pretrained_tiny.backbone.state_dict(), fmt)
+    shutil.copytree(tiny_tokenizer_dir, folder, dirs_exist_ok=True)  # the processor reads the folder's tokenizer
     torch.manual_seed(999)  # a different seed: only loaded weights can make the towers agree
     model = CxrMtClipModel.from_backbone(folder, dropout=0.0)
     assert model.config.backbone == str(folder)
-    assert model.config.image_mean == [0.5, 0.5, 0.5]
+    # the folder's preprocess_cfg reaches the processor, the one place normalisation is stored
+    assert CxrMtClipProcessor.from_backbone(folder).image_mean == [0.5, 0.5, 0.5]
     for key, value in pretrained_tiny.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value), key
     # the head is new (not in an open_clip checkpoint) and the freeze policy holds after loading

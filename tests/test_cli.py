@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from cxr_mtclip import CxrMtClipModel
+from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
 from cxr_mtclip.cli import main
 
 
@@ -15,7 +15,6 @@ from cxr_mtclip.cli import main
 def workspace(tmp_path_factory):
     """A small phantom DatasetDict and a saved tiny model + processor sized for its images."""
     from cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-    from cxr_mtclip.recipes.demo import demo_config
 
     root = tmp_path_factory.mktemp("cli")
     assert main(["build-dataset", "--phantoms", "48", "--out", str(root / "data"), "--seed", "1"]) == 0
@@ -23,7 +22,7 @@ def workspace(tmp_path_factory):
 
     splits = load_from_disk(str(root / "data"))
     tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], root / "tok", vocab_size=300)
-    config = demo_config(len(tokenizer))
+    config = CxrMtClipConfig.from_registry("demo", vocab_size=len(tokenizer))
     torch.manual_seed(0)
     model = CxrMtClipModel(config)
     model.save_pretrained(root / "model")

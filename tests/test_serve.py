@@ -158,16 +158,15 @@ def test_parse_multipart_needs_multipart():
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     """`cxr-mtclip serve`'s search stack (tiny model, phantom data, FAISS) on a free loopback port."""
-    from cxr_mtclip import CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
+    from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
     from cxr_mtclip.cli import _hits
     from cxr_mtclip.data import make_phantom_openi
-    from cxr_mtclip.recipes.demo import demo_config
     from cxr_mtclip.retrieval import RetrievalIndex
 
     root = tmp_path_factory.mktemp("serve")
     data = make_phantom_openi(24, seed=3, image_size=64)
     tokenizer = build_wordpiece_tokenizer(data["report"], root / "tok", vocab_size=300)
-    config = demo_config(len(tokenizer))
+    config = CxrMtClipConfig.from_registry("demo", vocab_size=len(tokenizer))
     torch.manual_seed(0)
     model = CxrMtClipModel(config).eval()
     processor = CxrMtClipProcessor.from_config(config, tokenizer)

@@ -7,83 +7,34 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-BIOMEDCLIP_HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
-BIOMEDBERT_NAME = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .losses import DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
+from .registry import (  # re-exported: the configs' long-standing import path
+    BIOMEDBERT_NAME,
+    BIOMEDBERT_TEXT_CONFIG,
+    BIOMEDCLIP_HUB_ID,
+    BIOMEDCLIP_OPEN_CLIP_CONFIG,
+    CLIP_MEAN,
+    CLIP_STD,
+    DEFAULT_ARCHITECTURE,
+    TINY_OPEN_CLIP_CONFIG,
+    TINY_TEXT_CONFIG,
+    get_architecture,
+)
 
-# BiomedCLIP's open_clip model config (the `model_cfg` of its open_clip_config.json).
-BIOMEDCLIP_OPEN_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 512,
-    "vision_cfg": {
-        "timm_model_name": "vit_base_patch16_224",
-        "timm_model_pretrained": False,
-        "timm_pool": "",
-        "timm_proj": "linear",
-        "image_size": 224,
-    },
-    "text_cfg": {
-        "hf_model_name": BIOMEDBERT_NAME,
-        "hf_tokenizer_name": BIOMEDBERT_NAME,
-        "hf_proj_type": "mlp",
-        "hf_pooler_type": "cls_last_hidden_state_pooler",
-        "context_length": 256,
-    },
-}
+__all__ = [
+    "BIOMEDBERT_NAME",
+    "BIOMEDBERT_TEXT_CONFIG",
+    "BIOMEDCLIP_HUB_ID",
+    "BIOMEDCLIP_OPEN_CLIP_CONFIG",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "TINY_OPEN_CLIP_CONFIG",
+    "TINY_TEXT_CONFIG",
+    "CxrMtClipConfig",
+]
 
-# BiomedBERT (PubMedBERT, uncased, abstracts) is a BERT-base: the transformers defaults.
-BIOMEDBERT_TEXT_CONFIG: dict[str, Any] = {
-    "model_type": "bert",
-    "vocab_size": 30522,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-}
-
-TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {
-        "timm_model_name": "vit_base_patch16_224",
-        "timm_model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64, "patch_size": 16},
-        "timm_model_pretrained": False,
-        "timm_pool": "",
-        "timm_proj": "linear",
-        "image_size": 64,
-    },
-    "text_cfg": {
-        "hf_model_name": "tiny-bert",
-        "hf_tokenizer_name": None,
-        "hf_proj_type": "mlp",
-        "hf_pooler_type": "cls_last_hidden_state_pooler",
-        "context_length": 64,
-    },
-}
-
-TINY_TEXT_CONFIG: dict[str, Any] = {
-    "model_type": "bert",
-    "vocab_size": 1000,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "max_position_embeddings": 128,
-    "type_vocab_size": 2,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-}
+# Fields that configs written before the image processor existed carry; preprocessing now lives in the processor.
+_LEGACY_PREPROCESSING_KEYS = ("image_mean", "image_std")
 
 _VISION_KEYS = {"timm_model_name", "timm_model_kwargs", "timm_model_pretrained", "timm_pool", "timm_proj",
                 "timm_proj_bias", "timm_drop", "image_size"}
@@ -95,7 +46,9 @@ class CxrMtClipConfig(PretrainedConfig):
     """Stores the backbone architecture, the fused head and the composite-loss hyper-parameters.
 
     `CxrMtClipConfig()` describes BiomedCLIP (ViT-B/16 + PubMedBERT, 512-d) entirely inline, so the
-    architecture builds with no network; `CxrMtClipConfig.tiny()` is a millisecond-sized variant.
+    architecture builds with no network; `CxrMtClipConfig.from_registry(name)` builds any architecture of
+    `cxr_mtclip.registry` (``tiny`` is a millisecond-sized variant). Image normalisation is not stored here:
+    it belongs to the processor (`CxrMtClipImageProcessor`).
 
     Example:
         >>> config = CxrMtClipConfig.tiny(dropout=0.0)
@@ -112,19 +65,19 @@ class CxrMtClipConfig(PretrainedConfig):
         text_config: dict[str, Any] | None = None,
         embed_dim: int | None = None,
         dropout: float = 0.1,
-        bce_weight: float = 0.69,
-        supcon_weight: float = 1.97,
-        clip_weight: float = 0.46,
-        supcon_temperature: float = 0.07,
+        bce_weight: float = PAPER_LOSS_WEIGHTS["bce_weight"],
+        supcon_weight: float = PAPER_LOSS_WEIGHTS["supcon_weight"],
+        clip_weight: float = PAPER_LOSS_WEIGHTS["clip_weight"],
+        supcon_temperature: float = DEFAULT_SUPCON_TEMPERATURE,
         trainable_image_blocks: int = 1,
         trainable_text_blocks: int = 1,
         label_names: list[str] | tuple[str, ...] = ("normal", "abnormal"),
         gather_distributed: bool = True,
         init_logit_scale: float = 2.659260036932778,  # log(1 / 0.07), as open_clip
-        image_mean: list[float] | tuple[float, ...] = CLIP_MEAN,
-        image_std: list[float] | tuple[float, ...] = CLIP_STD,
         **kwargs: Any,
     ) -> None:
+        for key in _LEGACY_PREPROCESSING_KEYS:  # an older config.json: the processor holds these now
+            kwargs.pop(key, None)
         unknown = set(kwargs) - _base_config_keys()
         if unknown:
             raise ValueError(
@@ -147,8 +100,6 @@ class CxrMtClipConfig(PretrainedConfig):
         self.label_names = list(label_names)
         self.gather_distributed = gather_distributed
         self.init_logit_scale = init_logit_scale
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
         kwargs.setdefault("id2label", dict(enumerate(self.label_names)))
         super().__init__(**kwargs)
         self.validate_fields()
@@ -217,19 +168,25 @@ class CxrMtClipConfig(PretrainedConfig):
                 "CxrMtClipConfig.text_config must be a BERT-family transformers config "
                 f"(model_type 'bert'), got model_type={self.text_config_dict.get('model_type')!r}"
             )
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            raise ValueError("CxrMtClipConfig.image_mean/image_std must be 3 values, std > 0")
+
+    @classmethod
+    def from_registry(
+        cls, name: str = DEFAULT_ARCHITECTURE, *, vocab_size: int | None = None, **overrides: Any
+    ) -> "CxrMtClipConfig":
+        """The config of a registered architecture (`cxr_mtclip.registry`), with field `overrides`.
+
+        `vocab_size` resizes the text tower's vocabulary (e.g. to a tokenizer trained on the reports).
+
+        Example:
+            >>> CxrMtClipConfig.from_registry("demo", vocab_size=500).text_config_dict["vocab_size"]
+            500
+        """
+        return cls(**get_architecture(name).config_kwargs(vocab_size=vocab_size, **overrides))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "CxrMtClipConfig":
-        """A tiny offline config (2-layer towers, width 32, 64 px images) for tests, demos and benchmarks."""
-        params: dict[str, Any] = {
-            "backbone": "tiny",
-            "open_clip_config": TINY_OPEN_CLIP_CONFIG,
-            "text_config": TINY_TEXT_CONFIG,
-        }
-        params.update(overrides)
-        return cls(**params)
+        """``from_registry("tiny")``: 2-layer towers, width 32, 64 px images, for tests, demos and benchmarks."""
+        return cls.from_registry("tiny", **overrides)
 
 
 def _base_config_keys() -> set[str]:

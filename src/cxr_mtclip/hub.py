@@ -3,7 +3,9 @@
 Specs understood by `load_model_and_processor` (and so by ``cxr-mtclip evaluate --model NAME=SPEC``):
 
 * a folder written by ``save_pretrained`` (the processor beside the model, or in ``<folder>/processor``);
-* ``"tiny"``: the tiny architecture with random weights drawn from `seed` and a tokenizer given or trained;
+* a registered architecture (`cxr_mtclip.registry`): ``biomedclip`` loads its open_clip weights (the zero-shot
+  model); one without weights (``tiny``, ``demo``) gets random weights drawn from `seed` and a tokenizer given
+  or trained on `tokenizer_texts`;
 * anything else: an open_clip backbone (local folder or ``hf-hub:`` id): the zero-shot model, untrained head.
 """
 
@@ -16,10 +18,10 @@ from pathlib import Path
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from .configuration_cxr_mtclip import CxrMtClipConfig
 from .model_card import MODEL_CARD_NAME
 from .modeling_cxr_mtclip import CxrMtClipModel
 from .processing_cxr_mtclip import PROCESSOR_CONFIG_NAME, CxrMtClipProcessor, build_wordpiece_tokenizer
+from .registry import get_architecture, is_registered
 
 __all__ = ["load_model_and_processor", "push_to_hub", "upload_plan"]
 
@@ -41,7 +43,6 @@ OPTIONAL_FILES = (
 )
 
 
-
 def load_model_and_processor(
     spec: str | os.PathLike,
     *,
@@ -54,10 +55,10 @@ def load_model_and_processor(
     """`(model, processor)` in eval mode from a spec (see the module docstring).
 
     Args:
-        tokenizer: a tokenizer folder, for a saved model without a processor or for ``"tiny"``.
-        tokenizer_texts, work_dir: ``"tiny"`` without `tokenizer`: texts to train a WordPiece tokenizer on,
-            saved under `work_dir`.
-        seed: the random weights of ``"tiny"``.
+        tokenizer: a tokenizer folder, for a saved model without a processor or a randomly initialised architecture.
+        tokenizer_texts, work_dir: a randomly initialised architecture without `tokenizer`: texts to train a
+            WordPiece tokenizer on, saved under `work_dir`.
+        seed: the random weights of a randomly initialised architecture.
 
     Raises FileNotFoundError naming the folder when a saved model has no processor and no `tokenizer` is given.
 
@@ -68,20 +69,21 @@ def load_model_and_processor(
 
     name = str(spec)
     folder = Path(name).expanduser()
-    if name == "tiny":
-        config = CxrMtClipConfig.tiny(dropout=0.0)
+    arch = get_architecture(name) if is_registered(name) and not folder.exists() else None
+    if arch is not None and arch.pretrained is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = CxrMtClipModel(config)
-        if tokenizer is not None:
-            processor = CxrMtClipProcessor.from_config(config, tokenizer)
-        else:
+            model = CxrMtClipModel.from_registry(name, dropout=0.0)
+        if tokenizer is None:
             texts = [t for t in (tokenizer_texts or []) if isinstance(t, str) and t.strip()]
             if not texts or work_dir is None:
-                raise ValueError("model 'tiny' needs a tokenizer folder, or tokenizer_texts and a work_dir to train one in")
-            vocab = build_wordpiece_tokenizer(texts, Path(work_dir) / "tiny_tokenizer",
-                                              vocab_size=int(config.text_config_dict["vocab_size"]))
-            processor = CxrMtClipProcessor.from_config(config, vocab)
+                raise ValueError(f"model {name!r} needs a tokenizer folder, or tokenizer_texts and a work_dir to train one in")
+            tokenizer = build_wordpiece_tokenizer(texts, Path(work_dir) / f"{name}_tokenizer",
+                                                  vocab_size=int(model.config.text_config_dict["vocab_size"]))
+        processor = CxrMtClipProcessor.from_config(model.config, tokenizer)
+    elif arch is not None:
+        model = CxrMtClipModel.from_registry(name)
+        processor = CxrMtClipProcessor.from_backbone(arch.pretrained)
     elif (folder / "config.json").is_file():
         model = CxrMtClipModel.from_pretrained(str(folder))
         processor_dir = next((d for d in (folder, folder / "processor") if (d / PROCESSOR_CONFIG_NAME).is_file()), None)

@@ -14,6 +14,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from .atomic import atomic_write_text
+from .registry import get_architecture, is_registered
 
 __all__ = [
     "DataDescription",
@@ -130,11 +131,14 @@ def results_tables(results: Mapping[str, Any]) -> str:
 
 
 def _base_model(backbone: str) -> tuple[str | None, str]:
+    if is_registered(backbone):
+        arch = get_architecture(backbone)
+        backbone = arch.pretrained or backbone
+        if arch.pretrained is None:
+            return None, arch.description or f"the registered architecture `{arch.name}` with random initial weights"
     if backbone.startswith(HF_HUB_PREFIX):
         repo = backbone[len(HF_HUB_PREFIX):]
         return repo, f"[{repo}](https://huggingface.co/{repo}) (open_clip)"
-    if backbone == "tiny":
-        return None, "a tiny randomly initialised test model (2-layer ViT and BERT towers, width 32), not BiomedCLIP"
     return None, f"the open_clip backbone `{backbone}`"
 
 

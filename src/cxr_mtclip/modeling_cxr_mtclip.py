@@ -18,6 +18,7 @@ from .atomic import atomic_update_directory
 from .backbone import apply_freeze_policy, build_backbone, load_backbone_weights, resolve_backbone
 from .configuration_cxr_mtclip import CxrMtClipConfig
 from .losses import CompositeLoss
+from .registry import get_architecture
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -136,14 +137,28 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
             backbone=name,
             open_clip_config=source.open_clip_config,
             text_config=source.text_config,
-            image_mean=source.image_mean,
-            image_std=source.image_std,
             **overrides,
         )
         model = cls(config)
         if source.weights_path is not None:
             load_backbone_weights(model.backbone, source.weights_path)
         return model
+
+    @classmethod
+    def from_registry(cls, name: str, *, cache_dir: str | None = None, **overrides: Any) -> "CxrMtClipModel":
+        """The model of a registered architecture (`cxr_mtclip.registry`), as open_clip's ``create_model(name)``.
+
+        An architecture with open_clip weights (``biomedclip``) loads them with `from_backbone`; one without
+        (``tiny``, ``demo``) starts from random weights. `overrides` set CxrMtClipConfig fields.
+
+        Example:
+            >>> CxrMtClipModel.from_registry("tiny", dropout=0.0).config.backbone
+            'tiny'
+        """
+        arch = get_architecture(name)
+        if arch.pretrained is not None:
+            return cls.from_backbone(arch.pretrained, cache_dir=cache_dir, **{**arch.config_overrides, **overrides})
+        return cls(CxrMtClipConfig.from_registry(name, **overrides))
 
     # -- features ---------------------------------------------------------------------------------
 

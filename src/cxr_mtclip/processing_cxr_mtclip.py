@@ -115,7 +115,11 @@ class CxrMtClipProcessor:
         """A processor whose image size, normalisation and context length follow `config`."""
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        return cls(tokenizer, config.image_size, config.image_mean, config.image_std, config.context_length)
+        from .registry import get_architecture, is_registered
+
+        arch = get_architecture(config.backbone) if is_registered(config.backbone) else None
+        mean, std = (arch.image_mean, arch.image_std) if arch is not None else (CLIP_MEAN, CLIP_STD)
+        return cls(tokenizer, config.image_size, mean, std, config.context_length)
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID) -> "CxrMtClipProcessor":

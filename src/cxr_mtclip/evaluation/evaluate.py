@@ -37,6 +37,7 @@ from datasets import Image as ImageFeature
 from ..atomic import atomic_write_text
 from ..data.schema import data_note
 from ..hub import load_model_and_processor
+from ..registry import is_registered
 from ..retrieval.embedding import (
     EMBEDDING_COLUMNS,
     LOGITS_COLUMN,
@@ -314,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC",
                         help="repeatable; SPEC = a saved CxrMtClipModel folder, an open_clip backbone "
-                        "(folder or hf-hub: id, zero-shot) or 'tiny' (random tiny model)")
+                        "(folder or hf-hub: id, zero-shot) or a registered architecture (cxr_mtclip.registry: "
+                        "'biomedclip' zero-shot; 'tiny', 'demo' random)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--protocol", choices=PROTOCOLS, default="both")
     parser.add_argument("--data-note", default=None, help="data provenance for the tables (default: from the source column)")
@@ -323,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per metric (0: no CIs)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of this many rows")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for 'tiny' models")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for randomly initialised architectures "
+                        "('tiny', 'demo'; default: one trained on the split's reports)")
     parser.add_argument("--device", default=None, help="torch device for the models (default: cuda when available)")
     parser.add_argument("--no-tsne", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -362,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in models:
             parser.error(f"--model name {name!r} given twice")
         models[name] = load_model_and_processor(
-            spec, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if spec == "tiny" else None,
+            spec, tokenizer=args.tokenizer, tokenizer_texts=dataset["report"] if is_registered(spec) else None,
             work_dir=output / f"_{model_slug(name)}", seed=args.seed, device=device,
         )
     note = args.data_note or data_note(dataset, where)

@@ -1,6 +1,6 @@
 """Loss ablations: the same model trained with each subset of the composite loss, several seeds, bootstrap CIs.
 
-`run_ablation` trains the tiny demo architecture (`cxr_mtclip.demo.demo_config`) once per loss variant and
+`run_ablation` trains the tiny demo architecture (registry name ``demo``) once per loss variant and
 seed on one fixed data split, embeds the test split, and reports every retrieval metric in three protocols
 (``cross-modal``, ``paper``, ``paper (own pair excluded)``), the head's classification metrics and how much
 paper-protocol Accuracy@1 the cross-modal protocol does not reproduce (the query finding its own half of
@@ -28,6 +28,8 @@ from ..evaluation.metrics import DIRECTIONS, PAPER_EXCLUDED, bidirectional_retri
 from ..evaluation.statistics import f1_rows, nanmean_rows, roc_auc_rows, seed_query_bootstrap
 from ..evaluation.tables import escape_cell, format_number, metric_sort_key
 from ..data.schema import data_provenance
+from ..losses import PAPER_LOSS_WEIGHTS
+from ..registry import DEMO_LOSS_WEIGHTS
 from ..utils import json_safe, quiet_progress_bars, torch_threads
 
 __all__ = [
@@ -66,11 +68,14 @@ class LossVariant:
 
 
 ABLATION_VARIANTS: tuple[LossVariant, ...] = (
-    LossVariant("CLIP only", 0.0, 0.0, 1.0, "CLIP term alone (demo weight 1.0)"),
-    LossVariant("CLIP + BCE", 0.2, 0.0, 1.0, "demo weights, SupCon off"),
-    LossVariant("CLIP + SupCon", 0.0, 0.3, 1.0, "demo weights, BCE off"),
-    LossVariant("all (demo weights)", 0.2, 0.3, 1.0, "the offline demo's weights (cxr_mtclip.demo.DEMO_LOSS_WEIGHTS)"),
-    LossVariant("all (paper weights)", 0.69, 1.97, 0.46, "the paper's weights, tuned for a pretrained BiomedCLIP"),
+    LossVariant("CLIP only", **{**DEMO_LOSS_WEIGHTS, "bce_weight": 0.0, "supcon_weight": 0.0},
+                description="CLIP term alone (demo weight)"),
+    LossVariant("CLIP + BCE", **{**DEMO_LOSS_WEIGHTS, "supcon_weight": 0.0}, description="demo weights, SupCon off"),
+    LossVariant("CLIP + SupCon", **{**DEMO_LOSS_WEIGHTS, "bce_weight": 0.0}, description="demo weights, BCE off"),
+    LossVariant("all (demo weights)", **DEMO_LOSS_WEIGHTS,
+                description="the offline demo's weights (cxr_mtclip.registry.DEMO_LOSS_WEIGHTS)"),
+    LossVariant("all (paper weights)", **PAPER_LOSS_WEIGHTS,
+                description="the paper's weights (cxr_mtclip.losses.PAPER_LOSS_WEIGHTS), tuned for a pretrained BiomedCLIP"),
     LossVariant("all (equal weights)", 1.0, 1.0, 1.0, "every term weighted 1"),
 )
 
@@ -302,7 +307,8 @@ def run_ablation(
         >>> result = run_ablation("ablation_out", seeds=(0, 1), n_studies=160, epochs=2)  # doctest: +SKIP
         >>> print(result.table)  # doctest: +SKIP
     """
-    from .demo import demo_config, load_demo_data
+    from ..configuration_cxr_mtclip import CxrMtClipConfig
+    from .demo import DEMO_ARCHITECTURE, load_demo_data
     from ..evaluation import normalise_report_text
     from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
@@ -323,7 +329,7 @@ def run_ablation(
     train, test = splits["train"], splits["test"]
     say(f"data: {note}; " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
     tokenizer = build_wordpiece_tokenizer(train["report"], out / "tokenizer", vocab_size=1000)
-    base_config = demo_config(len(tokenizer))
+    base_config = CxrMtClipConfig.from_registry(DEMO_ARCHITECTURE, vocab_size=len(tokenizer))
     processor = CxrMtClipProcessor.from_config(base_config, tokenizer)
     labels = np.asarray(test["label"], dtype=np.int64)
     texts = list(test["report"])
@@ -359,7 +365,8 @@ def run_ablation(
             "splits": split_counts,
             "test_distinct_reports": len({normalise_report_text(t) for t in texts}),
         },
-        "model": "cxr_mtclip.demo.demo_config: 2-layer ViT (64 px) and 2-layer BERT, width 32, random init, every block trainable",
+        "model": "registry architecture 'demo': 2-layer ViT (64 px) and 2-layer BERT, width 32, random init, every block "
+                 "trainable",
         "recipe": {"optimizer": "AdamW (weight decay 0.01)", "learning_rate": learning_rate,
                    "head_learning_rate": learning_rate, "schedule": "10% linear warm-up, cosine decay",
                    "epochs": epochs, "batch_size": batch_size, "drop_last": True},

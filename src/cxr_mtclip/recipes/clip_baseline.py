@@ -23,6 +23,7 @@ from transformers import BatchEncoding
 
 from ..modeling_cxr_mtclip import CxrMtClipOutput
 from ..processing_cxr_mtclip import report_list, to_rgb
+from ..registry import get_architecture
 
 __all__ = [
     "CLIP_BASELINE_MODEL",
@@ -172,20 +173,39 @@ def load_open_clip_baseline(
     return wrapped.eval(), OpenClipBaselineProcessor(preprocess, open_clip.get_tokenizer(model_name))
 
 
-def tiny_open_clip_baseline(seed: int = 0, image_size: int = 64) -> tuple[OpenClipBaselineModel, OpenClipBaselineProcessor]:
-    """A random-init two-layer open_clip CLIP (width 32) with CLIP's real tokenizer: the offline stand-in for ViT-B-16."""
+def tiny_open_clip_baseline(
+    seed: int = 0, image_size: int | None = None, *, architecture: str = "tiny"
+) -> tuple[OpenClipBaselineModel, OpenClipBaselineProcessor]:
+    """A random-init open_clip CLIP with the sizes of a registered tiny architecture and CLIP's real tokenizer.
+
+    The offline stand-in for ViT-B-16: depth, width and heads of each tower, the embedding size, patch size,
+    image size and normalisation come from `cxr_mtclip.registry` (``tiny``: two layers of width 32, 64 px).
+
+    Example:
+        >>> model, processor = tiny_open_clip_baseline(seed=0)
+        >>> model.config.embed_dim
+        32
+    """
     import open_clip
     from open_clip import CLIPTextCfg, CLIPVisionCfg
 
+    arch = get_architecture(architecture)
+    vision = arch.open_clip_config["vision_cfg"].get("timm_model_kwargs") or {}
+    text = arch.text_config
+    embed_dim = int(arch.open_clip_config["embed_dim"])
+    image_size = int(image_size or arch.image_size)
+    if not {"depth", "embed_dim", "num_heads", "patch_size"} <= set(vision):
+        raise ValueError(f"architecture {architecture!r} does not spell out its ViT sizes (timm_model_kwargs)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.CLIP(
-            embed_dim=32,
-            vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=16, image_size=image_size),
-            text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+            embed_dim=embed_dim,
+            vision_cfg=CLIPVisionCfg(layers=vision["depth"], width=vision["embed_dim"],
+                                     head_width=vision["embed_dim"] // vision["num_heads"],
+                                     patch_size=vision["patch_size"], image_size=image_size),
+            text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=text["hidden_size"],
+                                 heads=text["num_attention_heads"], layers=text["num_hidden_layers"]),
         )
-    transform = open_clip.image_transform(
-        image_size, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
-    )
-    config = OpenClipBaselineConfig(f"tiny-clip-{image_size}px (random init)", None, 32, seed)
+    transform = open_clip.image_transform(image_size, is_train=False, mean=arch.image_mean, std=arch.image_std)
+    config = OpenClipBaselineConfig(f"{architecture}-clip-{image_size}px (random init)", None, embed_dim, seed)
     return OpenClipBaselineModel(model, config).eval(), OpenClipBaselineProcessor(transform, open_clip.SimpleTokenizer())

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Demo loss weights. The paper's weights (0.69, 1.97, 0.46) assume a pretrained backbone: on towers that
-# start from random weights, SupCon at 1.97 pulls every study of a class onto one point before the CLIP
-# term has aligned anything, and instance retrieval never takes off. The demo therefore weights CLIP up.
-DEMO_LOSS_WEIGHTS = {"bce_weight": 0.2, "supcon_weight": 0.3, "clip_weight": 1.0}
-DEMO_IMAGE_SIZE = 64
+from ..registry import DEMO_LOSS_WEIGHTS, get_architecture
+
+DEMO_ARCHITECTURE = "demo"  # cxr_mtclip.registry: tiny random towers, mean-pooled text, every block trainable
+DEMO_IMAGE_SIZE = get_architecture(DEMO_ARCHITECTURE).image_size
 DEMO_STUDIES = 1200
 DEMO_EPOCHS = 60
 CHECK_METRICS = ("image_to_text/accuracy@5", "text_to_image/accuracy@5")
@@ -39,29 +38,6 @@ class DemoResult:
     @property
     def passed(self) -> bool:
         return bool(self.improved) and all(self.improved.values())
-
-
-def demo_config(vocab_size: int, seed: int = 0) -> Any:
-    """The tiny demo architecture: 2-layer towers, 64 px images, mean-pooled text, every block trainable."""
-    from ..configuration_cxr_mtclip import CxrMtClipConfig
-
-    base = CxrMtClipConfig.tiny()
-    open_clip_config = copy.deepcopy(base.open_clip_config)
-    open_clip_config["vision_cfg"]["image_size"] = DEMO_IMAGE_SIZE
-    open_clip_config["vision_cfg"]["timm_model_kwargs"]["img_size"] = DEMO_IMAGE_SIZE
-    # Mean pooling gives an untrained text tower report-dependent outputs; the CLS token of a random BERT
-    # barely depends on its input, which slows the start of training.
-    open_clip_config["text_cfg"]["hf_pooler_type"] = "mean_pooler"
-    text_config = dict(base.text_config_dict, vocab_size=max(vocab_size, 8))
-    return CxrMtClipConfig(
-        backbone="tiny",
-        open_clip_config=open_clip_config,
-        text_config=text_config,
-        dropout=0.1,
-        trainable_image_blocks=-1,  # random towers: nothing pretrained to keep frozen
-        trainable_text_blocks=-1,
-        **DEMO_LOSS_WEIGHTS,
-    )
 
 
 def demo_training_arguments(
@@ -142,6 +118,7 @@ def run_demo(
     from transformers import set_seed
 
     from ..atomic import atomic_directory, atomic_write_text
+    from ..configuration_cxr_mtclip import CxrMtClipConfig
     from ..evaluation.evaluate import evaluate_models
     from ..modeling_cxr_mtclip import CxrMtClipModel
     from ..evaluation.plots import plot_loss_curves
@@ -164,7 +141,7 @@ def run_demo(
 
     say("[2/6] tokenizer: WordPiece vocabulary learnt from the training reports (offline)")
     tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], out / "tokenizer", vocab_size=1000)
-    config = demo_config(len(tokenizer), seed)
+    config = CxrMtClipConfig.from_registry(DEMO_ARCHITECTURE, vocab_size=len(tokenizer))
     processor = CxrMtClipProcessor.from_config(config, tokenizer)
 
     torch.manual_seed(seed)

@@ -446,7 +446,8 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
 
     from ..atomic import atomic_directory
     from .clip_baseline import tiny_open_clip_baseline
-    from .demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, demo_config, load_demo_data
+    from ..configuration_cxr_mtclip import CxrMtClipConfig
+    from .demo import DEMO_ARCHITECTURE, DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, load_demo_data
     from ..modeling_cxr_mtclip import CxrMtClipModel
     from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
     from ..hub import load_model_and_processor
@@ -458,7 +459,7 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
     with atomic_directory(out / "data") as tmp:
         splits.save_to_disk(str(tmp))
     tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], out / "tokenizer", vocab_size=1000)
-    config = demo_config(len(tokenizer))
+    config = CxrMtClipConfig.from_registry(DEMO_ARCHITECTURE, vocab_size=len(tokenizer))
     processor = CxrMtClipProcessor.from_config(config, tokenizer)
     start_dir = out / "zero-shot"
     torch.manual_seed(seed)

@@ -26,6 +26,7 @@ from ..data.schema import data_provenance
 from ..evaluation.plots import plot_loss_curves
 from ..losses import DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
 from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+from ..registry import get_architecture, is_registered
 from ..training.collator import CxrMtClipDataCollator, undecoded_images
 from ..training.hpo import BEST_HP_NAME, HP_SEARCH_RANGES, format_trial_table, save_trial_table, trial_table
 from ..training.trainer import CONFIG_OVERRIDE_KEYS, CxrMtClipTrainer, build_model, make_model_init
@@ -45,7 +46,6 @@ __all__ = [
     "run_training",
 ]
 
-TINY_BACKBONE = "tiny"
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
 LOSS_CURVES_NAME = "loss_curves.png"
 
@@ -56,14 +56,16 @@ class ModelArguments:
 
     backbone: str = field(
         default=BIOMEDCLIP_HUB_ID,
-        metadata={"help": "open_clip backbone: an 'hf-hub:' id, a local open_clip folder, or 'tiny' (inline test model)."},
+        metadata={"help": "open_clip backbone: an 'hf-hub:' id, a local open_clip folder, or a registered architecture "
+                  "(cxr_mtclip.registry: 'biomedclip', 'tiny', 'demo', ...)."},
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved CxrMtClipModel folder (or Hub id) to continue from; wins over --backbone."}
     )
     tokenizer: str | None = field(
         default=None,
-        metadata={"help": "Tokenizer folder or Hub id; default: the backbone's (for 'tiny': trained on the train reports)."},
+        metadata={"help": "Tokenizer folder or Hub id; default: the backbone's (for a randomly initialised architecture "
+                  "such as 'tiny': trained on the train reports)."},
     )
     bce_weight: float | None = field(
         default=None, metadata={"help": f"BCE weight (default: config, {PAPER_LOSS_WEIGHTS['bce_weight']})."})
@@ -201,23 +203,25 @@ def _check_labels(splits: Any, column: str, where: str) -> None:
 
 def build_processor(model_args: ModelArguments, train_reports: Sequence[str], output_dir: Path,
                     training_args: TrainingArguments) -> CxrMtClipProcessor:
-    """The processor of the model: a saved folder, the backbone's, or (tiny) a tokenizer trained on the reports."""
+    """The processor of the model: a saved folder's, the backbone's, or (a randomly initialised architecture such as
+    ``tiny``) the registry's preprocessing with a WordPiece tokenizer trained on the training reports."""
     if model_args.model_name_or_path is not None:
         if model_args.tokenizer:
             config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path)
             return CxrMtClipProcessor.from_config(config, model_args.tokenizer)
         return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path)
-    if model_args.backbone == TINY_BACKBONE:
-        config = CxrMtClipConfig.tiny()
+    arch = get_architecture(model_args.backbone) if is_registered(model_args.backbone) else None
+    if arch is not None and arch.pretrained is None:
+        config = CxrMtClipConfig.from_registry(arch.name)
         if model_args.tokenizer:
             return CxrMtClipProcessor.from_config(config, model_args.tokenizer)
         folder = output_dir / "tokenizer"
-        with training_args.main_process_first(desc="train a WordPiece tokenizer for the tiny model"):
+        with training_args.main_process_first(desc=f"train a WordPiece tokenizer for the {arch.name} model"):
             if not (folder / "tokenizer_config.json").is_file():
                 vocab = int(config.text_config_dict["vocab_size"])
                 build_wordpiece_tokenizer(train_reports, folder, vocab_size=vocab)
         return CxrMtClipProcessor.from_config(config, folder)
-    processor = CxrMtClipProcessor.from_backbone(model_args.backbone)
+    processor = CxrMtClipProcessor.from_backbone(arch.pretrained if arch is not None else model_args.backbone)
     if model_args.tokenizer:
         from transformers import AutoTokenizer
 
@@ -228,8 +232,8 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
 def _image_size_for(model_args: ModelArguments) -> int:
     if model_args.model_name_or_path is not None:
         return CxrMtClipConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir).image_size
-    if model_args.backbone == TINY_BACKBONE:
-        return CxrMtClipConfig.tiny().image_size
+    if is_registered(model_args.backbone):
+        return get_architecture(model_args.backbone).image_size
     return 224
 
 

@@ -34,6 +34,7 @@ from ..evaluation.metrics import bidirectional_retrieval_metrics, classification
 from ..losses import LOSS_TERMS
 from ..modeling_cxr_mtclip import CxrMtClipModel
 from ..processing_cxr_mtclip import CxrMtClipProcessor
+from ..registry import is_registered
 from ..utils import json_safe
 from .collator import CxrMtClipDataCollator
 from .hpo import default_hp_space, default_objective, trial_params
@@ -59,7 +60,6 @@ CONFIG_OVERRIDE_KEYS = (
     "trainable_text_blocks",
     "gather_distributed",
 )
-TINY_BACKBONE = "tiny"
 _HEAD_PARAMETER_NAMES = ("backbone.logit_scale",)
 _HEAD_PARAMETER_PREFIXES = ("classifier.",)
 
@@ -157,10 +157,11 @@ def build_model(
     seed: int | None = None,
     **overrides: Any,
 ) -> CxrMtClipModel:
-    """A CxrMtClipModel from a saved folder, an open_clip backbone ('tiny' = inline test model) or a config.
+    """A CxrMtClipModel from a saved folder, a registered architecture (`cxr_mtclip.registry`: ``biomedclip``,
+    ``tiny``, ...), an open_clip backbone (``hf-hub:`` id or folder) or a config.
 
     `overrides` set CxrMtClipConfig fields (loss weights, dropout, freeze policy) before the model is built;
-    `seed` (when given) seeds the random initialisation of the head (and of a tiny model).
+    `seed` (when given) seeds the random initialisation of the head (and of a randomly initialised architecture).
 
     Example:
         >>> build_model(backbone="tiny", bce_weight=0.5).config.bce_weight
@@ -185,8 +186,8 @@ def build_model(
         return CxrMtClipModel(CxrMtClipConfig(**params))
     if backbone is None:
         raise ValueError("build_model needs model_name_or_path, backbone or config")
-    if backbone == TINY_BACKBONE:
-        return CxrMtClipModel(CxrMtClipConfig.tiny(**overrides))
+    if is_registered(backbone):
+        return CxrMtClipModel.from_registry(backbone, cache_dir=cache_dir, **overrides)
     return CxrMtClipModel.from_backbone(backbone, cache_dir=cache_dir, **overrides)
 
 
