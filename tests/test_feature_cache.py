@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
+from cxr_mtclip import CxrMtClipConfig, CxrMtClipImageProcessor, CxrMtClipModel, CxrMtClipProcessor
 from cxr_mtclip.training import feature_cache as fc
 from cxr_mtclip.training.cached_model import CachedCxrMtClipModel, forward_from_cache
 from cxr_mtclip.training.feature_cache import (
@@ -145,8 +145,9 @@ def test_a_stale_cache_is_refused(tmp_path, model, tiny_processor, tiny_config, 
         model.backbone.visual.trunk.blocks[0].attn.qkv.weight[0, 0] -= 1e-3
     load_feature_cache(folder, model, tiny_processor)  # back to the weights it was built with
 
-    resized = CxrMtClipProcessor(tiny_processor.tokenizer, image_size=48, image_mean=tiny_processor.image_mean,
-                                 image_std=tiny_processor.image_std, max_length=tiny_processor.max_length)
+    resized = CxrMtClipProcessor(CxrMtClipImageProcessor(48, image_mean=tiny_processor.image_mean,
+                                                         image_std=tiny_processor.image_std),
+                                 tiny_processor.tokenizer, max_length=tiny_processor.max_length)
     with pytest.raises(ValueError, match=r"manifest\.json: stale.*changed: preprocessing"):
         load_feature_cache(folder, model, resized)
 

@@ -1,10 +1,11 @@
 """cxr_mtclip: BiomedCLIP fine-tuned with a multi-task loss for chest X-ray image <-> report retrieval."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
 from .losses import CompositeLoss, CompositeLossOutput, clip_loss, supervised_contrastive_loss
 from .modeling_cxr_mtclip import CxrMtClipModel, CxrMtClipOutput, CxrMtClipPreTrainedModel, fuse_embeddings
+from .image_processing_cxr_mtclip import CxrMtClipImageProcessor
 from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 
 __version__ = "0.1.0"
@@ -44,12 +45,19 @@ def __getattr__(name: str):
 
 AutoConfig.register(CxrMtClipConfig.model_type, CxrMtClipConfig, exist_ok=True)
 AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
+# one PIL-based class serves whichever backend transformers asks for
+AutoImageProcessor.register(
+    CxrMtClipConfig, image_processor_classes={"pil": CxrMtClipImageProcessor, "torchvision": CxrMtClipImageProcessor},
+    exist_ok=True,
+)
+AutoProcessor.register(CxrMtClipConfig, CxrMtClipProcessor, exist_ok=True)
 
 __all__ = [*_LAZY,
     "BIOMEDCLIP_HUB_ID",
     "CompositeLoss",
     "CompositeLossOutput",
     "CxrMtClipConfig",
+    "CxrMtClipImageProcessor",
     "CxrMtClipModel",
     "CxrMtClipOutput",
     "CxrMtClipPreTrainedModel",

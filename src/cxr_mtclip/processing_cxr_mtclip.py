@@ -1,43 +1,49 @@
-"""CxrMtClipProcessor: BiomedCLIP's image transform and the BERT tokenizer, turning rows into model inputs."""
+"""CxrMtClipProcessor: the image processor and the BERT tokenizer behind one call, as a transformers `ProcessorMixin`.
+
+``processor(images=..., text=..., labels=...)`` gives ``pixel_values``, ``input_ids``, ``attention_mask`` (and
+``labels``). Reports are cleaned as open_clip's ``HFTokenizer`` cleans them for BiomedCLIP (``clean="whitespace"``:
+ftfy's mojibake fix, HTML entities unescaped twice, whitespace runs collapsed) and padded to the longest report of
+the batch, truncated to ``max_length`` (BiomedCLIP: 256).
+
+Saved folders hold the tokenizer files and ``processor_config.json`` (the image processor's section, ``max_length``,
+``clean``); `AutoProcessor` / `AutoImageProcessor` return these classes once `cxr_mtclip` is imported. Folders
+written before (a flat ``processor_config.json`` with ``image_size``, ``image_mean``, ``image_std``,
+``max_length``) load too.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
+from transformers.processing_utils import ProcessorMixin
 
-from .atomic import atomic_update_directory
+from .atomic import atomic_directory, atomic_update_directory
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CLIP_MEAN, CLIP_STD, CxrMtClipConfig
+from .image_processing_cxr_mtclip import CxrMtClipImageProcessor, to_rgb
+from .registry import get_architecture, is_registered
+
+__all__ = [
+    "PROCESSOR_CONFIG_NAME",
+    "CxrMtClipProcessor",
+    "build_wordpiece_tokenizer",
+    "clean_report",
+    "report_list",
+    "to_rgb",
+]
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB: 16-bit and float greys are min-max scaled, alpha is dropped onto black.
-
-    Example:
-        >>> to_rgb(Image.new("I;16", (4, 4))).mode
-        'RGB'
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
-        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+CLEAN_MODES = ("whitespace", "lower", "none")
+# processor_config.json fields of folders saved before the processor was a ProcessorMixin.
+_LEGACY_FIELDS = {"image_size", "image_mean", "image_std", "max_length", "processor_class"}
+_FIELDS = {"image_processor", "max_length", "clean", "processor_class", "auto_map"}
 
 
 def report_list(text: str | Sequence[str]) -> list[str]:
@@ -54,41 +60,36 @@ def report_list(text: str | Sequence[str]) -> list[str]:
     return texts
 
 
-class CxrMtClipImageTransform:
-    """Resize the short side (bicubic), centre-crop to a square, scale to [0, 1], normalise (open_clip's eval transform)."""
+def clean_report(text: str, clean: str = "whitespace") -> str:
+    """A report cleaned as open_clip's ``HFTokenizer`` cleans text before tokenizing (its ``clean`` modes).
 
-    def __init__(self, image_size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> None:
-        if image_size <= 0:
-            raise ValueError(f"image_size must be > 0, got {image_size}")
-        self.image_size = int(image_size)
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+    ``"whitespace"`` (BiomedCLIP's): ftfy's ``fix_text`` (mojibake such as ``cafÃ©``), HTML entities unescaped
+    twice, ends stripped, whitespace runs collapsed to one space; ``"lower"`` also lowercases; ``"none"``
+    leaves the text as it is.
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        if not isinstance(image, Image.Image):
-            raise ValueError(f"expected a PIL.Image, got {type(image).__name__}")
-        if image.width == 0 or image.height == 0:
-            raise ValueError("image is empty (0 pixels wide or high)")
-        try:
-            # PIL decodes lazily: a truncated or corrupt file fails here, on first access to its pixels
-            image = to_rgb(image)
-        except (OSError, SyntaxError, Image.DecompressionBombError) as err:
-            where = getattr(image, "filename", "") or "image"
-            raise ValueError(f"{where}: cannot decode the pixels, the file is truncated or corrupt ({err})") from err
-        size = self.image_size
-        scale = size / min(image.width, image.height)
-        new_w, new_h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-        left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
-        image = image.crop((left, top, left + size, top + size))
-        tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        return (tensor - self.mean) / self.std
+    Example:
+        >>> clean_report("Heart  size &gt; normal.\n")
+        'Heart size > normal.'
+    """
+    if clean == "none":
+        return text
+    if clean not in CLEAN_MODES:
+        raise ValueError(f"clean must be one of {CLEAN_MODES}, got {clean!r}")
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = " ".join(text.split())
+    return text.lower() if clean == "lower" else text
 
 
-class CxrMtClipProcessor:
-    """Image transform + tokenizer -> `pixel_values`, `input_ids`, `attention_mask` (and `labels`).
+class CxrMtClipProcessor(ProcessorMixin):
+    """Image processor + tokenizer -> `pixel_values`, `input_ids`, `attention_mask` (and `labels`).
 
-    Text is padded to the longest report of the batch and truncated to `max_length` (BiomedCLIP: 256).
+    Args:
+        image_processor: a `CxrMtClipImageProcessor` (default: BiomedCLIP's 224 px transform).
+        tokenizer: the BERT tokenizer of the text tower.
+        max_length: reports are truncated to this many tokens (the text tower's context length).
+        clean: how reports are cleaned before tokenizing (`clean_report`; open_clip's default ``"whitespace"``).
 
     Example:
         >>> processor = CxrMtClipProcessor.from_pretrained("path/to/saved")  # doctest: +SKIP
@@ -97,29 +98,48 @@ class CxrMtClipProcessor:
 
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
-        image_size: int = 224,
-        image_mean: Sequence[float] = CLIP_MEAN,
-        image_std: Sequence[float] = CLIP_STD,
+        image_processor: CxrMtClipImageProcessor | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         max_length: int = 256,
+        clean: str = "whitespace",
+        **kwargs: Any,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.image_size = int(image_size)
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
-        self.max_length = int(max_length)
-        self.image_transform = CxrMtClipImageTransform(image_size, image_mean, image_std)
+        if tokenizer is None:
+            raise ValueError("CxrMtClipProcessor needs a tokenizer (e.g. AutoTokenizer.from_pretrained(folder))")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"CxrMtClipProcessor.max_length must be a positive int, got {max_length!r}")
+        if clean not in CLEAN_MODES:
+            raise ValueError(f"CxrMtClipProcessor.clean must be one of {CLEAN_MODES}, got {clean!r}")
+        super().__init__(image_processor if image_processor is not None else CxrMtClipImageProcessor(), tokenizer,
+                         **kwargs)
+        self.max_length = max_length
+        self.clean = clean
+
+    # Read-only views of the image processor's settings (stored there only).
+    @property
+    def image_size(self) -> int:
+        return int(self.image_processor.crop_size["height"])
+
+    @property
+    def image_mean(self) -> list[float]:
+        return list(self.image_processor.image_mean)
+
+    @property
+    def image_std(self) -> list[float]:
+        return list(self.image_processor.image_std)
 
     @classmethod
-    def from_config(cls, config: CxrMtClipConfig, tokenizer: PreTrainedTokenizerBase | str | os.PathLike) -> "CxrMtClipProcessor":
-        """A processor whose image size, normalisation and context length follow `config`."""
+    def from_config(
+        cls, config: CxrMtClipConfig, tokenizer: PreTrainedTokenizerBase | str | os.PathLike
+    ) -> "CxrMtClipProcessor":
+        """A processor for `config`: its image size and context length, the normalisation of its registered
+        architecture (`cxr_mtclip.registry`; OpenAI CLIP's otherwise), `tokenizer` (an object or a folder)."""
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        from .registry import get_architecture, is_registered
-
         arch = get_architecture(config.backbone) if is_registered(config.backbone) else None
         mean, std = (arch.image_mean, arch.image_std) if arch is not None else (CLIP_MEAN, CLIP_STD)
-        return cls(tokenizer, config.image_size, mean, std, config.context_length)
+        image_processor = CxrMtClipImageProcessor(size=config.image_size, image_mean=mean, image_std=std)
+        return cls(image_processor, tokenizer, max_length=config.context_length)
 
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID) -> "CxrMtClipProcessor":
@@ -134,65 +154,71 @@ class CxrMtClipProcessor:
         vision = source.open_clip_config.get("vision_cfg", {})
         text = source.open_clip_config.get("text_cfg", {})
         return cls(
+            CxrMtClipImageProcessor(int(vision.get("image_size", 224)), image_mean=source.image_mean,
+                                    image_std=source.image_std),
             AutoTokenizer.from_pretrained(tokenizer_source),
-            int(vision.get("image_size", 224)),
-            source.image_mean,
-            source.image_std,
-            int(text.get("context_length", 256)),
+            max_length=int(text.get("context_length", 256)),
         )
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "CxrMtClipProcessor":
-        """Load a processor saved with `save_pretrained` (a local folder or a Hub repo id)."""
-        folder = Path(str(path))
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "CxrMtClipProcessor":
+        """Load a processor saved with `save_pretrained` (a local folder or a Hub repo id), old layout included.
+
+        Raises FileNotFoundError naming ``processor_config.json`` when it is missing and ValueError naming it when
+        it is not JSON or has fields this class does not know.
+        """
+        folder = Path(str(pretrained_model_name_or_path))
         if folder.is_dir():
-            config_file = folder / PROCESSOR_CONFIG_NAME
+            config_file = folder / kwargs.get("subfolder", "") / PROCESSOR_CONFIG_NAME
         else:
             from huggingface_hub import hf_hub_download
 
-            config_file = Path(hf_hub_download(str(path), PROCESSOR_CONFIG_NAME, **kwargs))
-            folder = config_file.parent
+            hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "subfolder") if kwargs.get(k) is not None}
+            config_file = Path(hf_hub_download(str(pretrained_model_name_or_path), PROCESSOR_CONFIG_NAME, **hub))
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file}: missing; not a folder written by CxrMtClipProcessor.save_pretrained")
         try:
-            params = json.loads(config_file.read_text())
+            params = json.loads(config_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_file}: not valid JSON ({err})") from err
-        expected = {"image_size", "image_mean", "image_std", "max_length", "processor_class"}
-        unknown = set(params) - expected
+        if not isinstance(params, dict):
+            raise ValueError(f"{config_file}: expected a JSON object, got {type(params).__name__}")
+        if "image_processor" not in params and set(params) & (_LEGACY_FIELDS - {"max_length", "processor_class"}):
+            return cls._from_legacy(config_file, params)
+        unknown = set(params) - _FIELDS
         if unknown:
-            raise ValueError(f"{config_file}: unknown field(s) {sorted(unknown)}; expected {sorted(expected)}")
-        params.pop("processor_class", None)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        return cls(tokenizer, **params)
+            raise ValueError(f"{config_file}: unknown field(s) {sorted(unknown)}; expected {sorted(_FIELDS)}")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write the tokenizer files and `processor_config.json` (atomically) into `save_directory`."""
-        params = {
-            "processor_class": type(self).__name__,
-            "image_size": self.image_size,
-            "image_mean": self.image_mean,
-            "image_std": self.image_std,
-            "max_length": self.max_length,
-        }
+    @classmethod
+    def _from_legacy(cls, config_file: Path, params: dict[str, Any]) -> "CxrMtClipProcessor":
+        """A processor from the flat processor_config.json of folders saved before the image processor existed."""
+        unknown = set(params) - _LEGACY_FIELDS
+        if unknown:
+            raise ValueError(f"{config_file}: unknown field(s) {sorted(unknown)}; expected {sorted(_LEGACY_FIELDS)}")
+        image_processor = CxrMtClipImageProcessor(
+            size=params.get("image_size", 224), image_mean=params.get("image_mean", CLIP_MEAN),
+            image_std=params.get("image_std", CLIP_STD),
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(config_file.parent))
+        return cls(image_processor, tokenizer, max_length=int(params.get("max_length", 256)))
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        """Write the tokenizer files and `processor_config.json` (atomically, that file last) into `save_directory`."""
+        if kwargs.get("push_to_hub"):
+            return super().save_pretrained(save_directory, **kwargs)
         # each file lands by rename, processor_config.json last: a folder that has it is complete
         with atomic_update_directory(save_directory, last=(PROCESSOR_CONFIG_NAME,)) as tmp:
-            self.tokenizer.save_pretrained(str(tmp))
-            (tmp / PROCESSOR_CONFIG_NAME).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+            super().save_pretrained(str(tmp), **kwargs)
+        return [str(Path(save_directory) / PROCESSOR_CONFIG_NAME)]
 
-    def process_images(self, images: Iterable[Image.Image]) -> torch.Tensor:
-        tensors = []
-        for i, image in enumerate(images):
-            try:
-                tensors.append(self.image_transform(image))
-            except ValueError as err:
-                raise ValueError(f"image {i}: {err}") from err
-        if not tensors:
-            raise ValueError("no images given")
-        return torch.stack(tensors)
+    def process_images(self, images: Image.Image | Iterable[Image.Image]) -> torch.Tensor:
+        """Images -> a (n, 3, h, w) float32 tensor; ValueError naming the image that is empty or corrupt."""
+        return self.image_processor(images)["pixel_values"]
 
     def process_text(self, text: str | Sequence[str]) -> BatchEncoding:
-        texts = report_list(text)
+        """Reports -> `input_ids` and `attention_mask`, cleaned, padded to the longest, truncated to `max_length`."""
+        texts = [clean_report(report, self.clean) for report in report_list(text)]
         return self.tokenizer(
             texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt",
             return_token_type_ids=False,
@@ -204,7 +230,10 @@ class CxrMtClipProcessor:
         text: str | Sequence[str] | None = None,
         labels: Sequence[int] | None = None,
         return_tensors: str = "pt",
+        **kwargs: Any,
     ) -> BatchEncoding:
+        if kwargs:
+            raise ValueError(f"CxrMtClipProcessor got unknown argument(s) {sorted(kwargs)}")
         if images is None and text is None:
             raise ValueError("CxrMtClipProcessor needs images, text, or both")
         if return_tensors != "pt":
@@ -213,11 +242,14 @@ class CxrMtClipProcessor:
         if text is not None:
             data.update(self.process_text(text))
         if images is not None:
-            batch = [images] if isinstance(images, Image.Image) else list(images)
-            data["pixel_values"] = self.process_images(batch)
+            data["pixel_values"] = self.process_images(images)
         if labels is not None:
             data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
         return BatchEncoding(data)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["pixel_values", "input_ids", "attention_mask"]
 
 
 def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.PathLike, vocab_size: int = 2000) -> PreTrainedTokenizerBase:
@@ -228,8 +260,6 @@ def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.Pat
     """
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
-
-    from .atomic import atomic_directory
 
     texts = [str(t) for t in texts]
     if not any(t.strip() for t in texts):

@@ -22,7 +22,8 @@ from torch import nn
 from transformers import BatchEncoding
 
 from ..modeling_cxr_mtclip import CxrMtClipOutput
-from ..processing_cxr_mtclip import report_list, to_rgb
+from ..image_processing_cxr_mtclip import to_rgb
+from ..processing_cxr_mtclip import report_list
 from ..registry import get_architecture
 
 __all__ = [

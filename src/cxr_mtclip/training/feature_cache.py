@@ -141,10 +141,9 @@ def fingerprint_parts(model: nn.Module, processor: Any) -> dict[str, str]:
         "start_blocks": f"image={visual.first_trainable_block()},text={text.first_trainable_block()}",
         "preprocessing": _json_digest(
             {
-                "image_size": int(processor.image_size),
-                "image_mean": [float(v) for v in processor.image_mean],
-                "image_std": [float(v) for v in processor.image_std],
+                "image_processor": processor.image_processor.to_dict(),
                 "max_length": int(processor.max_length),
+                "clean": processor.clean,
             }
         ),
         "tokenizer": _tokenizer_digest(processor.tokenizer),
@@ -155,8 +154,8 @@ def cache_fingerprint(model: nn.Module, processor: Any) -> str:
     """``sha256:<hex>`` over the frozen weights, the architecture, the start blocks and the preprocessing.
 
     Covers every parameter/buffer of the frozen stem and blocks before the first trainable block, the
-    open_clip and BERT configs, the trainable-block indices, the processor's image size/mean/std and
-    max_length, and the tokenizer's vocabulary. Trainable weights and loss settings are not covered.
+    open_clip and BERT configs, the trainable-block indices, the image processor's settings (resize, crop,
+    mean/std), the processor's max_length and text cleaning, and the tokenizer's vocabulary. Trainable weights and loss settings are not covered.
 
     Example:
         >>> fp = cache_fingerprint(model, processor)  # doctest: +SKIP
