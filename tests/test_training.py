@@ -288,7 +288,7 @@ def test_output_dir_has_checkpoints_results_plot_and_processor(trained_run):
     assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-10", "checkpoint-20", "checkpoint-30"}
     assert (out / "checkpoint-10" / "processor_config.json").is_file()  # checkpoints carry the processor
     for name in ("all_results.json", "train_results.json", "eval_results.json", "test_results.json",
-                 "model.safetensors", "processor_config.json", "model_card.md"):
+                 "model.safetensors", "processor_config.json", "README.md"):
         assert (out / name).is_file(), name
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert trained_run["result"].metrics == json.loads((out / "all_results.json").read_text())
@@ -297,7 +297,7 @@ def test_output_dir_has_checkpoints_results_plot_and_processor(trained_run):
 def test_model_card_holds_the_real_numbers(trained_run):
     out = trained_run["out"]
     results = json.loads((out / "all_results.json").read_text())
-    text = (out / "model_card.md").read_text()
+    text = (out / "README.md").read_text()
     shown = [k for k in results if re.match(r"^(eval|test)_(image_to_text|text_to_image|classification)/", k)]
     assert len(shown) > 30
     for key in shown:
@@ -305,7 +305,7 @@ def test_model_card_holds_the_real_numbers(trained_run):
         assert ("n/a" if math.isnan(value) else f"{value:.4f}") in text, key
     for key in ("eval_loss", "test_clip_loss", "train_supcon_loss"):
         assert f"{results[key]:.4f}" in text
-    card = ModelCard.load(out / "model_card.md")
+    card = ModelCard.load(out / "README.md")
     assert card.data.license == "mit" and card.data.library_name == "transformers"
     assert "synthetic phantom" in text.lower() and "Not a medical device" in text and "2601.05399" in text
     assert "{{" not in text and "More Information Needed" not in text
@@ -313,6 +313,45 @@ def test_model_card_holds_the_real_numbers(trained_run):
     assert f"`{config['bce_weight']} * BCE" in text
     assert (REPO_ROOT / "model_card.md").read_text() == (
         REPO_ROOT / "src" / "cxr_mtclip" / "templates" / "model_card.md").read_text()
+
+
+def test_model_card_metadata_model_index_and_usage_snippet(trained_run):
+    out = trained_run["out"]
+    results = json.loads((out / "all_results.json").read_text())
+    card = ModelCard.load(out / "README.md")
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "zero-shot-image-classification"
+    assert data.license == "mit" and "synthetic-data" in data.tags and "chest-x-ray" in data.tags
+    assert data.base_model is None  # the tiny architecture starts from random weights
+    # model-index: every finite test metric, with its value
+    indexed = {entry.metric_name: entry for entry in data.eval_results}
+    expected = {key.removeprefix("test_"): value for key, value in results.items()
+                if re.match(r"^test_(image_to_text|text_to_image|classification)/", key) and not math.isnan(value)}
+    assert set(indexed) == set(expected) and len(expected) > 20
+    for name, value in expected.items():
+        assert indexed[name].metric_value == pytest.approx(value) and indexed[name].dataset_split == "test"
+    assert indexed["image_to_text/accuracy@1"].task_type == "image-to-text-retrieval"
+    # hyper-parameters are printed as given (the run's 5e-3 learning rate, not a rounded one)
+    assert "| learning_rate (backbone) | 0.005 |" in card.text
+    # the usage snippet runs as written, against the pushed repo's files (this folder)
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    assert 'AutoModel.from_pretrained("me/tiny-cxr")' in snippet
+    exec(compile(snippet.replace('"me/tiny-cxr"', repr(str(out))), "README.md", "exec"), {})
+
+
+def test_model_card_prints_small_numbers_with_their_digits():
+    card = render_model_card(
+        {"test_image_to_text/accuracy@1": 0.5, "test_classification/roc_auc": float("nan")},
+        config=CxrMtClipConfig(), hyperparameters={"learning_rate (backbone)": 1e-5, "weight_decay": 0.01},
+        data=DataDescription("real", "data/openi", hub_id="me/openi"), model_name="m", repo_id="me/m",
+    )
+    text = str(card)
+    assert "| learning_rate (backbone) | 1e-05 |" in text and "| weight_decay | 0.01 |" in text
+    loaded = ModelCard(text).data
+    assert loaded.datasets == ["me/openi"] and loaded.base_model == "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    assert [e.metric_name for e in loaded.eval_results] == ["image_to_text/accuracy@1"]  # NaN is left out
+    assert loaded.eval_results[0].dataset_type == "me/openi" and loaded.eval_results[0].metric_value == 0.5
+    assert 'AutoModel.from_pretrained("me/m")' in text
 
 
 def test_push_to_hub_uploads_exactly_the_model_processor_card_and_results(trained_run):
@@ -327,14 +366,14 @@ def test_push_to_hub_uploads_exactly_the_model_processor_card_and_results(traine
         "tokenizer_config.json", "all_results.json", "train_results.json", "eval_results.json", "test_results.json",
         "trainer_state.json", "loss_curves.png",
     }
-    assert uploaded["README.md"] == out / "model_card.md"
+    assert uploaded["README.md"] == out / "README.md"
     assert all(path.parent == out for path in uploaded.values())  # nothing from checkpoints or tokenizer/
     assert trained_run["result"].uploaded_files == sorted(uploaded)
 
 
 def test_push_to_hub_refuses_an_incomplete_folder(trained_run, tmp_path, monkeypatch):
     monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: pytest.fail("must not reach the network"))
-    for name in ("config.json", "processor_config.json", "model_card.md", "tokenizer.json"):
+    for name in ("config.json", "processor_config.json", "README.md", "tokenizer.json"):
         (tmp_path / name).write_bytes((trained_run["out"] / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="no model weights"):
         push_to_hub(tmp_path, "me/broken")
@@ -419,7 +458,7 @@ def test_hyperparameter_search_two_trials_and_final_run_uses_best_weights(datase
     assert result.best_hyperparameters == best["hyperparameters"]
     final_config = json.loads((out / "config.json").read_text())
     assert {k: final_config[k] for k in HP_SEARCH_RANGES} == best["hyperparameters"]
-    assert "optuna search (2 trials" in (out / "model_card.md").read_text()
+    assert "optuna search (2 trials" in (out / "README.md").read_text()
     assert not (out / "hpo" / "run-0").exists() or not any((out / "hpo" / "run-0").glob("checkpoint-*"))
 
 
@@ -473,8 +512,8 @@ def test_two_processes_match_one_process_on_the_same_global_batch(phantom_splits
     for key in r1:
         if key.startswith("eval_") and not key.endswith(("runtime", "per_second", "preparation_time")):
             assert r2[key] == pytest.approx(r1[key], abs=1e-5), key
-    assert (two / "checkpoint-1" / "model.safetensors").is_file() and (two / "model_card.md").is_file()
-    assert "| processes | 2 |" in (two / "model_card.md").read_text()
+    assert (two / "checkpoint-1" / "model.safetensors").is_file() and (two / "README.md").is_file()
+    assert "| processes | 2 |" in (two / "README.md").read_text()
 
 
 def test_train_script_with_feature_cache_trains_evaluates_and_reuses_the_cache(dataset_dir, tiny_tokenizer_dir, tmp_path):

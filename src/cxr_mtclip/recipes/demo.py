@@ -122,6 +122,7 @@ def run_demo(
     from ..evaluation.evaluate import evaluate_models
     from ..modeling_cxr_mtclip import CxrMtClipModel
     from ..evaluation.plots import plot_loss_curves
+    from ..model_card import write_model_card
     from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
     from ..retrieval import RetrievalIndex
     from ..training import CxrMtClipTrainer
@@ -171,6 +172,8 @@ def run_demo(
     )
     table = (out / "eval" / "results.md").read_text()
     say(table)
+    card = _fine_tuned_card(results, trainer, args, config, splits, note, out / "fine-tuned")
+    write_model_card(out / "fine-tuned", card)
 
     say("[5/6] FAISS indexes over the test split (flat, inner product) and two example queries")
     retriever = RetrievalIndex.build(model, processor, splits["test"], kind="flat", show_progress=verbose)
@@ -211,6 +214,25 @@ def run_demo(
     verdict = "PASS" if all(improved.values()) else "FAIL"
     say(f"demo {verdict}: fine-tuned vs untrained Accuracy@5 in both directions, {seconds:.0f} s, outputs in {out} [{note}]")
     return DemoResult(out, results, table, tsne_paths, improved, seconds)
+
+
+def _fine_tuned_card(results: dict[str, Any], trainer: Any, args: Any, config: Any, splits: Any, note: str,
+                     folder: Path) -> Any:
+    """The model card of the demo's fine-tuned folder: its test metrics (cross-modal) and final training losses."""
+    from ..data.schema import data_provenance
+    from ..model_card import DataDescription, render_model_card
+    from .train import hyperparameter_summary
+
+    entry = results["models"]["fine-tuned"]
+    numbers = {f"test_{key}": value for key, value in {**entry["metrics"]["cross-modal"], **entry["classification"]}.items()}
+    final_log = next((log for log in reversed(trainer.state.log_history) if "train_loss" in log), {})
+    numbers.update({key: value for key, value in final_log.items() if key.startswith("train_") and "loss" in key})
+    data = DataDescription(data_provenance(splits), note, split_sizes={name: len(split) for name, split in splits.items()})
+    return render_model_card(
+        numbers, config=config, hyperparameters=hyperparameter_summary(args, config), data=data,
+        model_name="cxr-mtclip demo (fine-tuned)", repo_id=str(folder),
+        results_source="the demo's evaluation of this model on the test split (`eval/results.json`)",
+    )
 
 
 def _metric(results: dict[str, Any], model: str, key: str) -> float | None:

@@ -272,7 +272,8 @@ def _resume_value(value: str | None, output_dir: str | os.PathLike | None = None
     return value
 
 
-def _hyperparameter_summary(args: CxrMtClipTrainingArguments, config: CxrMtClipConfig) -> dict[str, Any]:
+def hyperparameter_summary(args: CxrMtClipTrainingArguments, config: CxrMtClipConfig) -> dict[str, Any]:
+    """The optimiser, schedule, batch and loss settings of a run, as the model card's hyper-parameter table."""
     return {
         "optimizer": str(getattr(args.optim, "value", args.optim)),
         "learning_rate (backbone)": args.learning_rate,
@@ -305,9 +306,9 @@ def run_training(
     """Optional HPO, then train, evaluate (validation, test), save model + processor, results, loss curves, model card.
 
     Writes into `output_dir`: checkpoints, the final model and processor, `train/eval/test/all_results.json`,
-    `trainer_state.json`, `loss_curves.png`, `model_card.md`, and with HPO `hpo_trials.csv/json` and
+    `trainer_state.json`, `loss_curves.png`, the model card `README.md`, and with HPO `hpo_trials.csv/json` and
     `best_hyperparameters.json`. With `--push_to_hub` the result is uploaded by
-    :func:`cxr_mtclip.model_card.push_to_hub` (the Trainer's own checkpoint pushes are disabled).
+    :func:`cxr_mtclip.hub.push_to_hub` (the Trainer's own checkpoint pushes are disabled).
 
     Example:
         >>> run_training(*parse_training_args(["--backbone", "tiny", "--phantoms", "64", "--output_dir", "out",
@@ -465,10 +466,11 @@ def run_training(
         card = render_model_card(
             all_results,
             config=unwrapped.config,
-            hyperparameters=_hyperparameter_summary(training_args, unwrapped.config),
+            hyperparameters=hyperparameter_summary(training_args, unwrapped.config),
             data=data,
             model_name=training_args.hub_model_id or output_dir.name,
-            repo_id=training_args.hub_model_id,
+            # where the card's usage snippet loads from: the Hub repo it is pushed to, else this folder
+            repo_id=training_args.hub_model_id or (output_dir.name if push else str(output_dir)),
             hpo=hpo_info,
         )
         card_path = write_model_card(output_dir, card)
