@@ -27,8 +27,11 @@ from cxr_mtclip.data import (
     load_openi,
     openi_summary,
     parse_nlm_xml,
+    make_phantom_openi,
+    phantom_dataset_card,
     push_openi_to_hub,
     split_indices,
+    split_label_counts,
     split_openi,
 )
 
@@ -493,10 +496,36 @@ def test_build_save_load_round_trip(tmp_path: Path) -> None:
     assert isinstance(summary, OpenISummary) and summary.kept == 3 and summary.dropped == {"no_report_text": 1}
     card = (out / "README.md").read_text()
     assert "license: cc-by-nc-nd-4.0" in card and "Demner-Fushman" in card and "exactly `normal`" in card
+    from huggingface_hub import DatasetCard
+
+    parsed = DatasetCard.load(out / "README.md").data
+    assert parsed.license == "cc-by-nc-nd-4.0" and "synthetic" not in parsed.tags
+    assert {f["split"] for f in parsed.configs[0]["data_files"]} == {name for name in loaded if loaded[name].num_rows}
     via_loader = load_dataset(str(out), cache_dir=str(tmp_path / "hf_cache2"))
     assert sorted(uid for n in via_loader for uid in via_loader[n]["uid"]) == ["1", "2", "3"]
     with pytest.raises(FileExistsError, match="built"):
         build_openi_dataset(src, out, cache_dir=tmp_path / "hf_cache", show_progress=False)
+
+
+def test_phantom_builds_get_a_card_saying_they_are_synthetic(tmp_path: Path) -> None:
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    from cxr_mtclip.cli import main
+
+    out = tmp_path / "phantoms"
+    assert main(["build-dataset", "--phantoms", "60", "--out", str(out), "--seed", "3"]) == 0
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == "mit" and "synthetic" in card.data.tags
+    assert "**These are not real X-rays.**" in card.text and "templated sentences" in card.text
+    counts = split_label_counts(load_dataset(str(out), cache_dir=str(tmp_path / "cache")))  # through the card's configs
+    assert sum(sum(c.values()) for c in counts.values()) == 60
+    for split, c in counts.items():
+        assert f"| {split} | {sum(c.values())} | {c['normal']} | {c['abnormal']} |" in card.text
+    # phantoms paired with real reports carry the reports' licence
+    real = phantom_dataset_card(split_openi(make_phantom_openi(40, seed=0, image_size=64), seed=0, test_per_class=5),
+                                seed=0, real_reports="../shared/openi")
+    assert real.data.license == "cc-by-nc-nd-4.0" and "real OpenI reports" in real.text
 
 
 def test_build_parquet_format(tmp_path: Path) -> None:

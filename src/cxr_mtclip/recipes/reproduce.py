@@ -447,6 +447,7 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
     from ..atomic import atomic_directory
     from .clip_baseline import tiny_open_clip_baseline
     from ..configuration_cxr_mtclip import CxrMtClipConfig
+    from ..data import data_provenance, phantom_dataset_card, save_dataset
     from .demo import DEMO_ARCHITECTURE, DEMO_EPOCHS, DEMO_IMAGE_SIZE, DEMO_STUDIES, load_demo_data
     from ..modeling_cxr_mtclip import CxrMtClipModel
     from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
@@ -456,8 +457,13 @@ def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies
     n_studies = n_studies or DEMO_STUDIES
     say(f"[1/5] OFFLINE: {n_studies} studies of synthetic phantoms (no download), saved to {out / 'data'}")
     splits, data_note = load_demo_data(openi, n_studies, seed)
-    with atomic_directory(out / "data") as tmp:
-        splits.save_to_disk(str(tmp))
+    if data_provenance(splits) == "synthetic":  # phantoms get a card saying so; a real build keeps its own card
+        reports = str(openi) if openi is not None else None
+        card = phantom_dataset_card(splits, seed=seed, image_size=DEMO_IMAGE_SIZE, real_reports=reports)
+        save_dataset(splits, out / "data", card, show_progress=verbose)
+    else:
+        with atomic_directory(out / "data") as tmp:
+            splits.save_to_disk(str(tmp))
     tokenizer = build_wordpiece_tokenizer(splits["train"]["report"], out / "tokenizer", vocab_size=1000)
     config = CxrMtClipConfig.from_registry(DEMO_ARCHITECTURE, vocab_size=len(tokenizer))
     processor = CxrMtClipProcessor.from_config(config, tokenizer)
