@@ -41,13 +41,13 @@ def _existing_path(value: str) -> Path:
 
 
 def _positive_int(value: str) -> int:
+    """argparse type: `utils.positive_int` of the parsed integer, its error as argparse's."""
+    from .utils import positive_int
+
     try:
-        number = int(value)
+        return positive_int(int(value), "the value")
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from err
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
-    return number
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer") from err
 
 
 # -- loaders shared by several commands ---------------------------------------------------------

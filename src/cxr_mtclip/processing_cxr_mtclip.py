@@ -14,7 +14,6 @@ written before (a flat ``processor_config.json`` with ``image_size``, ``image_me
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from .atomic import atomic_directory, atomic_update_directory
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CLIP_MEAN, CLIP_STD, CxrMtClipConfig
 from .image_processing_cxr_mtclip import CxrMtClipImageProcessor, to_rgb
 from .registry import get_architecture, is_registered
+from .utils import read_json
 
 __all__ = [
     "PROCESSOR_CONFIG_NAME",
@@ -177,10 +177,7 @@ class CxrMtClipProcessor(ProcessorMixin):
             config_file = Path(hf_hub_download(str(pretrained_model_name_or_path), PROCESSOR_CONFIG_NAME, **hub))
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file}: missing; not a folder written by CxrMtClipProcessor.save_pretrained")
-        try:
-            params = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+        params = read_json(config_file)
         if not isinstance(params, dict):
             raise ValueError(f"{config_file}: expected a JSON object, got {type(params).__name__}")
         if "image_processor" not in params and set(params) & (_LEGACY_FIELDS - {"max_length", "processor_class"}):

@@ -6,11 +6,14 @@ Imports nothing from `cxr_mtclip`; torch is imported only by the helpers that ta
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["eval_mode", "json_safe", "positive_int", "quiet_progress_bars", "torch_threads", "unwrap_model"]
+__all__ = ["eval_mode", "json_safe", "positive_int", "quiet_progress_bars", "read_json", "torch_threads", "unwrap_model"]
 
 
 def json_safe(value: Any, *, allow_nan: bool = False) -> Any:
@@ -36,6 +39,18 @@ def json_safe(value: Any, *, allow_nan: bool = False) -> Any:
     if isinstance(value, float):
         return value if allow_nan or math.isfinite(value) else None
     return value
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON content of `path`; ValueError naming the file when it is not valid JSON (FileNotFoundError if absent).
+
+    Example:
+        >>> read_json("results.json")["models"]  # doctest: +SKIP
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
 @contextlib.contextmanager

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file
+from ..losses import LOSS_TERMS
 
-__all__ = ["LOSS_TERMS", "plot_loss_curves", "plot_tsne", "tsne_perplexity"]
+__all__ = ["PLOTTED_TERMS", "plot_loss_curves", "plot_tsne", "tsne_perplexity"]
 
-LOSS_TERMS = ("loss", "bce_loss", "supcon_loss", "clip_loss")
+PLOTTED_TERMS = ("loss", *LOSS_TERMS)  # the weighted total, then each unweighted term
 _EXACT_TSNE_MAX_POINTS = 500
 _LABEL_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
 
@@ -101,17 +102,17 @@ def plot_loss_curves(log_history: Sequence[Mapping[str, Any]], path: str | os.Pa
             raise ValueError(f"log_history[{position}] must be a dict, got {type(entry).__name__}")
         step = entry.get("step", position)
         for prefix in ("", "eval_"):
-            for term in LOSS_TERMS:
+            for term in PLOTTED_TERMS:
                 value = entry.get(prefix + term)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     steps, values = series.setdefault(prefix + term, ([], []))
                     steps.append(float(step))
                     values.append(float(value))
     if not series:
-        raise ValueError(f"log_history has none of {LOSS_TERMS} (nor their eval_ versions) to plot")
+        raise ValueError(f"log_history has none of {PLOTTED_TERMS} (nor their eval_ versions) to plot")
 
     figure, axes = _figure(7.0, 4.5)
-    for i, term in enumerate(LOSS_TERMS):
+    for i, term in enumerate(PLOTTED_TERMS):
         colour = _LABEL_COLOURS[i % len(_LABEL_COLOURS)]
         if term in series:
             axes.plot(*series[term], color=colour, linewidth=1.5, label=term)

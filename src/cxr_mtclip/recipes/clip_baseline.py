@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 from transformers import BatchEncoding
 
-from ..modeling_cxr_mtclip import CxrMtClipOutput
+from ..modeling_cxr_mtclip import CxrMtClipOutput, fuse_embeddings
 from ..image_processing_cxr_mtclip import to_rgb
 from ..processing_cxr_mtclip import report_list
 from ..registry import get_architecture
@@ -99,7 +99,7 @@ class OpenClipBaselineModel(nn.Module):
         logits = fused = None
         if image_raw is not None and text_raw is not None:
             logits = self.classifier((image_raw + text_raw) / 2).squeeze(-1)
-            fused = nn.functional.normalize((image + text) / 2, dim=-1)
+            fused = fuse_embeddings(image, text)
         return CxrMtClipOutput(logits=logits, image_embeds=image, text_embeds=text, fused_embeds=fused)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from ..atomic import atomic_file, atomic_write_text
 from ..configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID
 from ..evaluation.tables import format_number, metric_sort_key
-from ..utils import json_safe, quiet_progress_bars, torch_threads
+from ..utils import json_safe, quiet_progress_bars, read_json, torch_threads
 
 __all__ = [
     "MODEL_KEYS",
@@ -179,10 +179,7 @@ def load_paper_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: paper results file not found (examples/paper_results.json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    data = read_json(path)
     citation = data.get("citation")
     if not isinstance(citation, dict) or citation.get("arxiv") != PAPER_ARXIV_ID or not citation.get("title"):
         raise ValueError(f"{path}: 'citation' must name the paper (title, arxiv '{PAPER_ARXIV_ID}')")

@@ -21,7 +21,7 @@ import numpy as np
 from datasets import Dataset, List, Value
 
 from ..atomic import atomic_file, atomic_write_text
-from ..utils import positive_int
+from ..utils import positive_int, read_json
 from .embedding import FINGERPRINT_COLUMN, _HASH_BLOCK_ROWS, embedding_model_fingerprint, present_mask
 
 __all__ = [
@@ -359,10 +359,7 @@ def _sidecar_path(path: Path) -> Path:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    meta = read_json(path)
     required = ("format", "column", "kind", "dimension", "num_rows", "model_fingerprint", "column_sha256")
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{path}: not a cxr_mtclip index sidecar (expected format {SIDECAR_FORMAT!r})")
@@ -370,7 +367,6 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path}: missing field(s) {missing}")
     return meta
-
 
 
 def _column_dimension(dataset: Dataset, column: str) -> int:

@@ -47,7 +47,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..atomic import atomic_directory
 from ..modeling_cxr_mtclip import CxrMtClipModel
-from ..utils import eval_mode, unwrap_model
+from ..utils import eval_mode, read_json, unwrap_model
 
 CACHE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -478,10 +478,7 @@ def load_feature_cache(
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: missing; {folder} is not a feature cache written by build_feature_cache")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{manifest_path}: not valid JSON ({err})") from err
+    manifest = read_json(manifest_path)
     if manifest.get("format_version") != CACHE_FORMAT_VERSION:
         raise ValueError(
             f"{manifest_path}: format_version {manifest.get('format_version')!r}, this version of cxr_mtclip "
