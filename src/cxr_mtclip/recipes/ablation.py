@@ -380,7 +380,7 @@ def run_ablation(
                      "accuracy_dedup@k": "duplicate-aware: any item whose normalised report equals the pair's counts"},
         "interval": {"level": 1 - alpha, "n_boot": n_boot, "bootstrap_seed": data_seed,
                      "method": "two-level percentile bootstrap: seeds and test queries resampled with replacement, "
-                               "same draws for every variant (see cxr_mtclip.experiments.seed_query_bootstrap)"},
+                               "same draws for every variant (see cxr_mtclip.evaluation.statistics.seed_query_bootstrap)"},
         "ks": [int(k) for k in ks],
         "seeds": seeds,
         "variants": [asdict(v) for v in variants],
