@@ -1,12 +1,18 @@
-"""cxr_mtclip: BiomedCLIP fine-tuned with a multi-task loss for chest X-ray image <-> report retrieval."""
+"""cxr_mtclip: BiomedCLIP fine-tuned with a multi-task loss for chest X-ray image <-> report retrieval.
+
+The model's files (configuration, modeling, processing, image processing) sit here, the rest in one sub-package
+per concept: `data`, `training`, `retrieval`, `evaluation`, `recipes` (docs/architecture.md). Importing the
+package registers the model, config, processor and image processor with transformers' Auto classes.
+"""
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 
 from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
-from .losses import CompositeLoss, CompositeLossOutput, clip_loss, supervised_contrastive_loss
-from .modeling_cxr_mtclip import CxrMtClipModel, CxrMtClipOutput, CxrMtClipPreTrainedModel, fuse_embeddings
 from .image_processing_cxr_mtclip import CxrMtClipImageProcessor
+from .losses import PAPER_LOSS_WEIGHTS, CompositeLoss, CompositeLossOutput, clip_loss, supervised_contrastive_loss
+from .modeling_cxr_mtclip import CxrMtClipModel, CxrMtClipOutput, CxrMtClipPreTrainedModel, fuse_embeddings
 from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
+from .registry import list_configs, register_config
 
 __version__ = "0.1.0"
 
@@ -32,6 +38,7 @@ _LAZY = {
     "bidirectional_retrieval_metrics": "evaluation",
     "classification_metrics": "evaluation",
     "evaluate_models": "evaluation.evaluate",
+    "load_model_and_processor": "hub",
 }
 
 
@@ -42,6 +49,7 @@ def __getattr__(name: str):
     import importlib
 
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 AutoConfig.register(CxrMtClipConfig.model_type, CxrMtClipConfig, exist_ok=True)
 AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
@@ -54,6 +62,7 @@ AutoProcessor.register(CxrMtClipConfig, CxrMtClipProcessor, exist_ok=True)
 
 __all__ = [*_LAZY,
     "BIOMEDCLIP_HUB_ID",
+    "PAPER_LOSS_WEIGHTS",
     "CompositeLoss",
     "CompositeLossOutput",
     "CxrMtClipConfig",
@@ -64,6 +73,8 @@ __all__ = [*_LAZY,
     "CxrMtClipProcessor",
     "build_wordpiece_tokenizer",
     "clip_loss",
-    "supervised_contrastive_loss",
     "fuse_embeddings",
+    "list_configs",
+    "register_config",
+    "supervised_contrastive_loss",
 ]
