@@ -35,6 +35,7 @@ __all__ = [
     "CxrMtClipProcessor",
     "build_wordpiece_tokenizer",
     "clean_report",
+    "model_inputs",
     "report_list",
     "to_rgb",
 ]
@@ -231,22 +232,31 @@ class CxrMtClipProcessor(ProcessorMixin):
     ) -> BatchEncoding:
         if kwargs:
             raise ValueError(f"CxrMtClipProcessor got unknown argument(s) {sorted(kwargs)}")
-        if images is None and text is None:
-            raise ValueError("CxrMtClipProcessor needs images, text, or both")
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
-        data: dict[str, torch.Tensor] = {}
-        if text is not None:
-            data.update(self.process_text(text))
-        if images is not None:
-            data["pixel_values"] = self.process_images(images)
-        if labels is not None:
-            data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
-        return BatchEncoding(data)
+        return model_inputs(self, images, text, labels, return_tensors)
 
     @property
     def model_input_names(self) -> list[str]:
         return ["pixel_values", "input_ids", "attention_mask"]
+
+
+def model_inputs(processor: Any, images: Any, text: Any, labels: Any, return_tensors: str) -> BatchEncoding:
+    """The body of a processor call: ``processor.process_text`` / ``process_images`` on what is given, plus labels.
+
+    Shared by `CxrMtClipProcessor` and the CLIP baseline's processor (`cxr_mtclip.recipes.clip_baseline`).
+    """
+    name = type(processor).__name__
+    if images is None and text is None:
+        raise ValueError(f"{name} needs images, text, or both")
+    if return_tensors != "pt":
+        raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
+    data: dict[str, torch.Tensor] = {}
+    if text is not None:
+        data.update(processor.process_text(text))
+    if images is not None:
+        data["pixel_values"] = processor.process_images(images)
+    if labels is not None:
+        data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
+    return BatchEncoding(data)
 
 
 def build_wordpiece_tokenizer(texts: Iterable[str], save_directory: str | os.PathLike, vocab_size: int = 2000) -> PreTrainedTokenizerBase:

@@ -23,7 +23,7 @@ from transformers import BatchEncoding
 
 from ..modeling_cxr_mtclip import CxrMtClipOutput, fuse_embeddings
 from ..image_processing_cxr_mtclip import to_rgb
-from ..processing_cxr_mtclip import report_list
+from ..processing_cxr_mtclip import model_inputs, report_list
 from ..registry import get_architecture
 
 __all__ = [
@@ -110,6 +110,18 @@ class OpenClipBaselineProcessor:
         self.image_transform = image_transform
         self.tokenizer = tokenizer
 
+    def process_text(self, text: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Reports -> ``input_ids`` (CLIP's 77-token context: longer reports are truncated) and a padding mask."""
+        input_ids = self.tokenizer(report_list(text))
+        return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
+
+    def process_images(self, images: Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+        """Images -> open_clip's eval transform of each (made RGB by `to_rgb` first), stacked."""
+        batch = [images] if isinstance(images, Image.Image) else list(images)
+        if not batch:
+            raise ValueError("no images given")
+        return torch.stack([self.image_transform(to_rgb(image)) for image in batch])
+
     def __call__(
         self,
         images: Image.Image | Sequence[Image.Image] | None = None,
@@ -117,25 +129,7 @@ class OpenClipBaselineProcessor:
         labels: Sequence[int] | None = None,
         return_tensors: str = "pt",
     ) -> BatchEncoding:
-        if images is None and text is None:
-            raise ValueError("OpenClipBaselineProcessor needs images, text, or both")
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
-        data: dict[str, torch.Tensor] = {}
-        if text is not None:
-            texts = report_list(text)
-            # CLIP's context is 77 tokens: longer reports are truncated by the tokenizer.
-            input_ids = self.tokenizer(texts)
-            data["input_ids"] = input_ids
-            data["attention_mask"] = (input_ids != 0).long()
-        if images is not None:
-            batch = [images] if isinstance(images, Image.Image) else list(images)
-            if not batch:
-                raise ValueError("no images given")
-            data["pixel_values"] = torch.stack([self.image_transform(to_rgb(image)) for image in batch])
-        if labels is not None:
-            data["labels"] = torch.as_tensor(list(labels), dtype=torch.long)
-        return BatchEncoding(data)
+        return model_inputs(self, images, text, labels, return_tensors)
 
 
 def load_open_clip_baseline(
