@@ -300,7 +300,7 @@ def run_ablation(
 
     Args:
         seeds: training seeds (model initialisation and batch order); the data split is fixed by `data_seed`.
-        openi: as `cxr_mtclip.demo.load_demo_data`: None for phantoms with templated reports, a folder holding
+        openi: as `cxr_mtclip.recipes.demo.load_demo_data`: None for phantoms with templated reports, a folder holding
             ``reports.csv`` (../shared/openi) for phantoms paired with real reports, or a saved DatasetDict.
 
     Example:

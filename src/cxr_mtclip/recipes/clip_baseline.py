@@ -3,7 +3,7 @@
 The paper compares its fine-tuned BiomedCLIP with OpenAI's CLIP ViT-B/16. That model has open_clip's own
 vision and text transformers, which `CxrMtClipModel` (timm vision tower + Hugging Face text tower) cannot
 hold, so this module wraps the open_clip model behind the small interface that
-`cxr_mtclip.retrieval.embed_dataset` and `cxr_mtclip.evaluate_retrieval.evaluate_models` use:
+`cxr_mtclip.retrieval.embed_dataset` and `cxr_mtclip.evaluation.evaluate.evaluate_models` use:
 ``config.embed_dim``, ``get_image_features``, ``get_text_features`` and ``head_and_loss`` (an untrained,
 seeded ``Linear(embed_dim, 1)`` on (image + text) / 2, like the head of a zero-shot `CxrMtClipModel`).
 Besides `backbone.py`, this is the only module that imports open_clip.

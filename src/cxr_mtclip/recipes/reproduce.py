@@ -2,9 +2,9 @@
 
 Online (`run_reproduction(mode="online")`): the NLM tarballs of OpenI are downloaded (`download_openi`) and built
 into a `DatasetDict` with the paper's split; BiomedCLIP is fine-tuned with the paper's recipe through
-`cxr_mtclip.training.run_training` (optionally after an optuna search of the loss weights); CLIP ViT-B/16
+`cxr_mtclip.recipes.train.run_training` (optionally after an optuna search of the loss weights); CLIP ViT-B/16
 (OpenAI weights, open_clip), zero-shot BiomedCLIP and the fine-tuned model are evaluated with
-`cxr_mtclip.evaluate_retrieval.evaluate_models` on the test split; `paper_comparison.md` / `.json` put the
+`cxr_mtclip.evaluation.evaluate.evaluate_models` on the test split; `paper_comparison.md` / `.json` put the
 measured numbers (with bootstrap CIs) next to the values published in the paper (``paper_results.json``).
 
 Offline (`mode="offline"`, or automatically when the Hub is unreachable or ``HF_HUB_OFFLINE=1``): the same

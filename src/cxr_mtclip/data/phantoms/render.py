@@ -1,10 +1,7 @@
 """Drawing one phantom radiograph: anatomy, nuisance variation and the sign of each finding kind.
 
-Every row carries ``source="synthetic"``; the schema is `cxr_mtclip.data.OPENI_FEATURES`.
-
-Reports are either built-in templates (several phrasings; normal reports <-> label 0) or real report rows
-(e.g. from `load_openi_reports`); findings are read from the text with a small negation-aware keyword
-parser (`parse_findings`), falling back to the MeSH terms, and drawn as distinct, fairly large signs:
+The findings come from `cxr_mtclip.data.phantoms.findings` (report text or MeSH terms); each kind is drawn as a
+distinct, fairly large sign:
 
 =================  ============================================================================
 finding            what is drawn
