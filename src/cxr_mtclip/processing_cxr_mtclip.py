@@ -69,7 +69,7 @@ def clean_report(text: str, clean: str = "whitespace") -> str:
     leaves the text as it is.
 
     Example:
-        >>> clean_report("Heart  size &gt; normal.\n")
+        >>> clean_report("  Heart  size &gt; normal.  ")
         'Heart size > normal.'
     """
     if clean == "none":
