@@ -10,7 +10,7 @@ from typing import Any
 
 from .schema import join_report
 
-__all__ = ["DROP_REASONS", "ImageCandidate", "OpenIStudy", "OpenISummary", "progress"]
+__all__ = ["ImageCandidate", "OpenIStudy", "OpenISummary", "progress"]
 
 _SUMMARY_KEY = "cxr_mtclip_openi_summary"
 
@@ -24,8 +24,6 @@ NO_FRONTAL_IMAGE = "no_frontal_image"
 IMAGE_NOT_HELD = "image_not_held"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
-DROP_REASONS = (NO_REPORT_TEXT, UNKNOWN_LABEL, LABEL_MISMATCH, MALFORMED_XML, DUPLICATE_UID, NO_FRONTAL_IMAGE,
-                IMAGE_NOT_HELD, MISSING_IMAGE, UNREADABLE_IMAGE)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from datasets import ClassLabel, Features, Value
 __all__ = [
     "LABEL_NAMES",
     "OPENI_FEATURES",
-    "PROVENANCES",
     "SPLIT_NAMES",
     "data_note",
     "data_provenance",
@@ -26,7 +25,6 @@ __all__ = [
 
 LABEL_NAMES = ["normal", "abnormal"]
 SPLIT_NAMES = ("train", "validation", "test")
-PROVENANCES = ("synthetic", "real", "mixed", "unknown")
 
 OPENI_FEATURES = Features(
     {
