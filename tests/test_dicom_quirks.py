@@ -312,3 +312,10 @@ def test_compressed_file_without_an_installed_decoder(dicom_files: dict[str, Dic
     finally:
         decoder.add_plugin("pylibjpeg", ("pydicom.pixels.decoders.pylibjpeg", "_decode_frame"))
     assert decoder.is_available
+
+
+def test_display_transform_failure_names_the_file(dicom_files: dict[str, DicomFile]) -> None:
+    ds = pydicom.dcmread(dicom_files["palette_color"].path)
+    del ds.RedPaletteColorLookupTableData
+    with pytest.raises(ValueError, match=r"^x\.dcm: the DICOM display transforms failed \(ValueError: No suitable Palette"):
+        dicom.dicom_to_array(ds, name="x.dcm")
