@@ -117,6 +117,10 @@ def encode_jpeg_lossless(pixels: np.ndarray, precision: int) -> bytes:
 
     Prediction from the left neighbour (from above in the first column, 2**(P-1) for the first sample);
     differences modulo 2**16 coded with one Huffman table giving every category 0-16 a 5-bit code.
+
+    Example:
+        >>> encode_jpeg_lossless(np.zeros((2, 2), dtype=np.uint16), 12)[:4]
+        b'\xff\xd8\xff\xc3'
     """
     if pixels.ndim != 2 or not 2 <= precision <= 16:
         raise ValueError(f"expected a 2-D array and a precision of 2-16 bits, got {pixels.shape}, {precision}")
