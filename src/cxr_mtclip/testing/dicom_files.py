@@ -98,8 +98,8 @@ def phantom_radiograph(
     """A synthetic frontal chest radiograph (air, body, lungs, spine, noise) as int64 values in [low, high].
 
     Example:
-        >>> phantom_radiograph(8, 6, high=255).max() <= 255
-        True
+        >>> int(phantom_radiograph(8, 6, high=255).max())
+        255
     """
     y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
     image = np.full((rows, columns), 0.05)
