@@ -21,7 +21,7 @@ from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import JPEGLosslessSV1
 
-from cxr_mtclip import dicom
+from cxr_mtclip.data import dicom
 from cxr_mtclip.testing.dicom_files import (
     BAD_CASES,
     DISPLAY_CASES,

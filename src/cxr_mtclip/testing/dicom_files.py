@@ -17,6 +17,9 @@ Compressed files are encoded by pydicom's own encoders (RLE natively, JPEG 2000 
 JPEG-LS through pyjpegls), JPEG Baseline by Pillow's libjpeg, and JPEG Lossless (process 14, first-order
 prediction) by `encode_jpeg_lossless` here: no installed library encodes it. JPEG Extended 12-bit (process 4)
 has no offline encoder and is not simulated.
+
+Why one module: the cases are one catalogue (each case is a header recipe plus its expected outcome), and
+the encoders exist only to write them; split, a reader would have to chase a case across files.
 """
 
 from __future__ import annotations
