@@ -1,4 +1,4 @@
-"""Tests for cxr_mtclip.finding_metrics: hand-computed examples, naive loops, sklearn as the AUC reference."""
+"""Tests for cxr_mtclip.evaluation.finding_metrics: hand-computed examples, naive loops, sklearn as the AUC reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxr_mtclip.evaluation import bootstrap_ci
-from cxr_mtclip.finding_metrics import (
+from cxr_mtclip.evaluation.finding_metrics import (
     FindingRetrievalResult,
     bidirectional_finding_retrieval_metrics,
     finding_bootstrap_cis,
@@ -356,7 +356,9 @@ def test_classification_bootstrap_intervals():
     for key, (estimate, lo, hi) in cis.items():
         assert estimate == pytest.approx(metrics[key]) and lo < estimate < hi, key
     rows = np.column_stack([labels, logits])
-    expected = bootstrap_ci(rows, 150, 0.05, 3, statistic=lambda r: roc_auc_score(r[:, 1], r[:, 4]))
+    # bootstrap_ci's statistic gets one (resamples, queries) array per column: sklearn scores each resample
+    expected = bootstrap_ci(rows, 150, 0.05, 3,
+                            statistic=lambda *c: np.array([roc_auc_score(y, s) for y, s in zip(c[1], c[4])]))
     assert cis["classification/finding_roc_auc/b"] == pytest.approx(expected)
 
 

@@ -1,4 +1,4 @@
-"""Tests for cxr_mtclip.findings: the MeSH -> findings mapping, the column type, multi-hot, counts.
+"""Tests for cxr_mtclip.data.findings: the MeSH -> findings mapping, the column type, multi-hot, counts.
 
 Unit tests use MeSH strings composed here from the MeSH vocabulary in OpenI's format; the real
 reports are read only from ../shared/openi at run time (tests marked ``openi``).
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_mtclip.findings import (
+from cxr_mtclip.data.findings import (
     DEFAULT_QUERY_TEMPLATE,
     FINDING_DESCRIPTIONS,
     FINDING_NAMES,

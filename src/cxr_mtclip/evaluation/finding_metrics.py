@@ -1,9 +1,7 @@
 """Finding-level retrieval and classification metrics (numpy in, floats out).
 
-Companion of :mod:`cxr_mtclip.findings` (multi-label study labels). This module imports only
-:func:`cxr_mtclip.evaluation.bootstrap_ci`, a pure numpy function (after the package is split into
-subpackages it is ``evaluation.statistics.bootstrap_ci``); scipy (a dependency of scikit-learn) is
-imported lazily for ranks. Definitions, with the conventions below, are repeated in
+Companion of :mod:`cxr_mtclip.data.findings` (multi-label study labels). This module imports only
+`cxr_mtclip.evaluation.statistics` (the package's one bootstrap, AUC and NaN-mean; pure numpy). Definitions, with the conventions below, are repeated in
 ``docs/findings.md``.
 
 Inputs are score (similarity) matrices or ranked gallery indices, multi-hot finding matrices
@@ -23,7 +21,7 @@ Conventions:
 * **Per finding f**: averages over the known queries carrying f; NaN when no query carries f.
   **macro** = unweighted mean over the findings that have at least one query; **micro** = mean over
   all (query, finding) pairs with the query carrying the finding (frequent findings weigh more).
-* **Bootstrap**: percentile intervals by :func:`cxr_mtclip.evaluation.bootstrap_ci`, resampling
+* **Bootstrap**: percentile intervals by :func:`cxr_mtclip.evaluation.statistics.bootstrap_ci`, resampling
   queries (studies for the classification metrics) with one seed for every key (a paired
   bootstrap); a key with fewer than 2 contributing queries gets ``(estimate, nan, nan)``.
 """
@@ -37,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import bootstrap_ci
+from .statistics import bootstrap_ci, nanmean, roc_auc_rows
 
 __all__ = [
     "FindingRetrievalResult",
@@ -159,7 +157,7 @@ def finding_retrieval_result(
     for k in ks:
         key = f"{direction}/finding_jaccard@{k}"
         per_query[key] = jaccard[k]
-        metrics[key] = _nanmean(jaccard[k])
+        metrics[key] = nanmean(jaccard[k])
     return FindingRetrievalResult(
         metrics=metrics,
         per_query_finding=per_query_finding,
@@ -220,7 +218,7 @@ def finding_query_result(
 
     Args:
         scores: ``(n_findings, n_images)`` similarity of each finding's query text (for example
-            :func:`cxr_mtclip.findings.finding_queries`, embedded) to every image.
+            :func:`cxr_mtclip.data.findings.finding_queries`, embedded) to every image.
         image_findings: ``(n_images, n_findings)`` multi-hot findings; image_known: ``(n_images,)``.
         names: finding names, in the row order of ``scores``.
 
@@ -374,7 +372,7 @@ def finding_classification_bootstrap_cis(
 
 
 def _finding_aggregates(stem: str, matrix: np.ndarray, names: Sequence[str], *, micro: bool) -> dict[str, float]:
-    out = {f"{stem}/{name}": _nanmean(matrix[:, f]) for f, name in enumerate(names)}
+    out = {f"{stem}/{name}": nanmean(matrix[:, f]) for f, name in enumerate(names)}
     out[f"{stem}/macro"] = _macro(matrix)
     if micro:
         out[f"{stem}/micro"] = _micro(matrix)
@@ -391,12 +389,7 @@ def _macro(matrix: np.ndarray) -> float:
 
 
 def _micro(matrix: np.ndarray) -> float:
-    return _nanmean(matrix.ravel())
-
-
-def _nanmean(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else math.nan
+    return nanmean(matrix.ravel())
 
 
 def _ci_or_nan(values, contributing, n_boot, alpha, seed, estimate, statistic=None) -> tuple[float, float, float]:
@@ -405,8 +398,19 @@ def _ci_or_nan(values, contributing, n_boot, alpha, seed, estimate, statistic=No
     if statistic is None:
         est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed)
     else:
-        est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed, statistic=statistic)
+        est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed, statistic=_per_resample(statistic))
     return float(est), lo, hi
+
+
+def _per_resample(on_rows: Any) -> Any:
+    """`bootstrap_ci`'s statistic (one (resamples, queries) array per column -> one value per resample) from
+    a statistic of one (queries, columns) sample."""
+
+    def statistic(*columns: np.ndarray) -> np.ndarray:
+        samples = np.stack(columns, axis=-1)
+        return np.array([on_rows(sample) for sample in samples], dtype=np.float64)
+
+    return statistic
 
 
 def _top_indices(
@@ -455,19 +459,8 @@ def _top_indices(
 
 
 def _column_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of each column (Mann-Whitney U with midranks for ties); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    n = labels.shape[0]
-    if n == 0:
-        return np.full(labels.shape[1], np.nan)
-    ranks = rankdata(scores, axis=0)
-    positives = labels.sum(axis=0).astype(np.float64)
-    negatives = n - positives
-    rank_sum = np.where(labels, ranks, 0.0).sum(axis=0)
-    defined = (positives > 0) & (negatives > 0)
-    auc = (rank_sum - positives * (positives + 1) / 2) / np.maximum(positives * negatives, 1)
-    return np.where(defined, auc, np.nan)
+    """ROC AUC of each column (ties count one half); NaN without both classes."""
+    return roc_auc_rows(np.asarray(labels).T, np.asarray(scores).T)
 
 
 def _classification_inputs(logits, finding_labels, names, known):
@@ -487,7 +480,7 @@ def _classification_from_rows(rows: np.ndarray, names: tuple[str, ...]) -> dict[
     labels, values = rows[:, :n_findings] > 0.5, rows[:, n_findings:]
     per_finding = _column_auc(labels, values)
     out = {f"classification/finding_roc_auc/{name}": float(v) for name, v in zip(names, per_finding)}
-    out["classification/finding_roc_auc/macro"] = _nanmean(per_finding)
+    out["classification/finding_roc_auc/macro"] = nanmean(per_finding)
     out["classification/finding_roc_auc/micro"] = float(_column_auc(labels.reshape(-1, 1), values.reshape(-1, 1))[0])
     return out
 
@@ -499,7 +492,7 @@ def _auc_statistic(tail: str, names: tuple[str, ...]):
     def statistic(sample: np.ndarray) -> float:
         labels, scores = sample[:, :n_findings] > 0.5, sample[:, n_findings:]
         if tail == "macro":
-            return _nanmean(_column_auc(labels, scores))
+            return nanmean(_column_auc(labels, scores))
         if tail == "micro":
             return float(_column_auc(labels.reshape(-1, 1), scores.reshape(-1, 1))[0])
         f = names.index(tail)
