@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -54,6 +55,19 @@ def report_list(text: str | Sequence[str]) -> list[str]:
     return texts
 
 
+def clean_report_text(text: str) -> str:
+    """open_clip's text cleaning before tokenizing (`HFTokenizer`, clean='whitespace'): ftfy's `fix_text`, HTML
+    unescaped twice, whitespace runs collapsed to one space, ends stripped.
+
+    Example:
+        >>> clean_report_text("Heart size  normal &gt; 2 cm.\n")
+        'Heart size normal > 2 cm.'
+    """
+    import ftfy
+
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
+
+
 class CxrMtClipImageTransform:
     """Resize the short side (bicubic), centre-crop to a square, scale to [0, 1], normalise (open_clip's eval transform)."""
 
@@ -76,8 +90,10 @@ class CxrMtClipImageTransform:
             where = getattr(image, "filename", "") or "image"
             raise ValueError(f"{where}: cannot decode the pixels, the file is truncated or corrupt ({err})") from err
         size = self.image_size
-        scale = size / min(image.width, image.height)
-        new_w, new_h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        # torchvision's Resize(size) (open_clip's eval transform): the long side is truncated, not rounded
+        short, long = sorted((image.width, image.height))
+        new_long = int(size * long / short)
+        new_w, new_h = (size, new_long) if image.width <= image.height else (new_long, size)
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
         left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
         image = image.crop((left, top, left + size, top + size))
@@ -118,19 +134,29 @@ class CxrMtClipProcessor:
         return cls(tokenizer, config.image_size, config.image_mean, config.image_std, config.context_length)
 
     @classmethod
-    def from_backbone(cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID) -> "CxrMtClipProcessor":
-        """The processor of an open_clip backbone (hub id or local folder holding `open_clip_config.json`)."""
-        from .backbone import resolve_backbone
+    def from_backbone(
+        cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID, *, cache_dir: str | os.PathLike | None = None
+    ) -> "CxrMtClipProcessor":
+        """The processor of an open_clip backbone (hub id or local folder holding `open_clip_config.json`).
 
-        source = resolve_backbone(name_or_path)
-        folder = Path(str(name_or_path))
-        tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else source.tokenizer_name
-        if not tokenizer_source:
-            raise ValueError(f"{name_or_path}: open_clip config names no hf_tokenizer_name and the folder has no tokenizer")
+        Reads only the config and the tokenizer files (the backbone repo's own, else its ``hf_tokenizer_name``
+        repo's), never the weights; `cache_dir` is the huggingface_hub cache (default ``HF_HUB_CACHE``).
+        """
+        from .backbone import backbone_tokenizer_folder, resolve_backbone
+
+        source = resolve_backbone(name_or_path, cache_dir=cache_dir, weights=False)
+        folder = backbone_tokenizer_folder(name_or_path, cache_dir=cache_dir)
+        if folder is not None:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        elif source.tokenizer_name:
+            tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_name,
+                                                      cache_dir=str(cache_dir) if cache_dir is not None else None)
+        else:
+            raise ValueError(f"{name_or_path}: open_clip config names no hf_tokenizer_name and the backbone has no tokenizer files")
         vision = source.open_clip_config.get("vision_cfg", {})
         text = source.open_clip_config.get("text_cfg", {})
         return cls(
-            AutoTokenizer.from_pretrained(tokenizer_source),
+            tokenizer,
             int(vision.get("image_size", 224)),
             source.image_mean,
             source.image_std,
@@ -188,7 +214,7 @@ class CxrMtClipProcessor:
         return torch.stack(tensors)
 
     def process_text(self, text: str | Sequence[str]) -> BatchEncoding:
-        texts = report_list(text)
+        texts = [clean_report_text(t) for t in report_list(text)]
         return self.tokenizer(
             texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt",
             return_token_type_ids=False,

@@ -949,9 +949,11 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
     """The processor of the model: a saved folder, the backbone's, or (tiny) a tokenizer trained on the reports."""
     if model_args.model_name_or_path is not None:
         if model_args.tokenizer:
-            config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path)
+            config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
             return CxrMtClipProcessor.from_config(config, model_args.tokenizer)
-        return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path)
+        if Path(model_args.model_name_or_path).is_dir():
+            return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path)
+        return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     if model_args.backbone == TINY_BACKBONE:
         config = CxrMtClipConfig.tiny()
         if model_args.tokenizer:
@@ -962,7 +964,7 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
                 vocab = int(config.text_config_dict["vocab_size"])
                 build_wordpiece_tokenizer(train_reports, folder, vocab_size=vocab)
         return CxrMtClipProcessor.from_config(config, folder)
-    processor = CxrMtClipProcessor.from_backbone(model_args.backbone)
+    processor = CxrMtClipProcessor.from_backbone(model_args.backbone, cache_dir=model_args.cache_dir)
     if model_args.tokenizer:
         from transformers import AutoTokenizer
 

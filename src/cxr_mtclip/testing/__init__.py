@@ -1,0 +1,1 @@
+"""Faithful local simulations of external artefacts (Hub repos, DICOM files) for tests and benchmarks."""
