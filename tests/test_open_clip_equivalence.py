@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,26 +40,27 @@ def _reports(openi_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_hub(tmp_path_factory):
-    return sim.write_simulated_hub(tmp_path_factory.mktemp("hub"), variant="tiny")
+def hub(tmp_path_factory):
+    """The tiny simulated hub, or the full-size one named by $CXR_MTCLIP_SIMULATED_HUB (scripts/simulated_hub.py)."""
+    return sim.simulated_hub_for_tests(tmp_path_factory.mktemp("hub"))
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_hub):
+def reference(hub):
     """open_clip's own model, preprocess and tokenizer for the simulated hub id (offline, from the cache)."""
     import open_clip
 
-    with sim.hub_cache(tiny_hub.cache_dir):
-        model, preprocess = open_clip.create_model_from_pretrained(tiny_hub.biomedclip_id)
-        tokenizer = open_clip.get_tokenizer(tiny_hub.biomedclip_id)
+    with sim.hub_cache(hub.cache_dir):
+        model, preprocess = open_clip.create_model_from_pretrained(hub.biomedclip_id)
+        tokenizer = open_clip.get_tokenizer(hub.biomedclip_id)
     return model.eval(), preprocess, tokenizer
 
 
 @pytest.fixture(scope="module")
-def ours(tiny_hub):
+def ours(hub):
     """Our model and processor, with the cache passed as cache_dir (not as the default cache)."""
-    model = CxrMtClipModel.from_backbone(tiny_hub.biomedclip_id, cache_dir=tiny_hub.cache_dir, dropout=0.0).eval()
-    processor = CxrMtClipProcessor.from_backbone(tiny_hub.biomedclip_id, cache_dir=tiny_hub.cache_dir)
+    model = CxrMtClipModel.from_backbone(hub.biomedclip_id, cache_dir=hub.cache_dir, dropout=0.0).eval()
+    processor = CxrMtClipProcessor.from_backbone(hub.biomedclip_id, cache_dir=hub.cache_dir)
     return model, processor
 
 
@@ -148,11 +150,11 @@ def test_token_ids_of_dirty_text_equal_open_clips(reference, ours):
     assert ours[1](text=["a &gt; b"])["input_ids"].tolist() == ours[1](text=["a > b"])["input_ids"].tolist()
 
 
-def test_the_tokenizer_comes_from_the_backbone_repo_itself(tiny_hub, ours):
+def test_the_tokenizer_comes_from_the_backbone_repo_itself(hub, ours):
     """The BiomedCLIP repo's own tokenizer files are read; the text tower repo is not needed for tokenizing."""
     tokenizer = ours[1].tokenizer
-    assert Path(tokenizer.name_or_path) == tiny_hub.biomedclip_snapshot
-    assert len(tokenizer) == tiny_hub.vocab_size
+    assert Path(tokenizer.name_or_path) == hub.biomedclip_snapshot
+    assert len(tokenizer) == hub.vocab_size
 
 
 # -- embeddings -------------------------------------------------------------------------------------------------
@@ -187,15 +189,23 @@ def openi_path_or_none():
 # -- the repo's other published states --------------------------------------------------------------------------
 
 
-def test_older_revision_and_a_text_config_without_model_type_load_the_same_model(tiny_hub, ours, tmp_path):
+def test_older_revision_and_a_text_config_without_model_type_load_the_same_model(tmp_path):
     """The older BiomedCLIP config (`proj`/`pooler_type`) and a BiomedBERT config.json without `model_type`
     (its revisions before Sept. 2021) give the same model and processor as the current files."""
+    current = sim.write_simulated_hub(tmp_path / "current", variant="tiny")
+    model = CxrMtClipModel.from_backbone(current.biomedclip_id, cache_dir=current.cache_dir, dropout=0.0)
+    processor = CxrMtClipProcessor.from_backbone(current.biomedclip_id, cache_dir=current.cache_dir)
     for kwargs in ({"older_revision": True}, {"text_model_type": False}):
         cache = tmp_path / next(iter(kwargs))
         variant = sim.write_simulated_hub(cache, variant="tiny", **kwargs)
-        model = CxrMtClipModel.from_backbone(variant.biomedclip_id, cache_dir=cache, dropout=0.0).eval()
-        processor = CxrMtClipProcessor.from_backbone(variant.biomedclip_id, cache_dir=cache)
-        assert model.config.open_clip_config == ours[0].config.open_clip_config
-        for key, value in ours[0].backbone.state_dict().items():
-            assert torch.equal(model.backbone.state_dict()[key], value), (kwargs, key)
-        assert processor(text=DIRTY_TEXTS)["input_ids"].tolist() == ours[1](text=DIRTY_TEXTS)["input_ids"].tolist()
+        if kwargs.get("older_revision"):
+            assert b'"pooler_type"' in (variant.biomedclip_snapshot / "open_clip_config.json").read_bytes()
+        else:
+            assert "model_type" not in json.loads((variant.text_snapshot / "config.json").read_text())
+        other = CxrMtClipModel.from_backbone(variant.biomedclip_id, cache_dir=cache, dropout=0.0)
+        other_processor = CxrMtClipProcessor.from_backbone(variant.biomedclip_id, cache_dir=cache)
+        assert other.config.open_clip_config == model.config.open_clip_config
+        assert other.config.text_config_dict == model.config.text_config_dict
+        for key, value in model.backbone.state_dict().items():
+            assert torch.equal(other.backbone.state_dict()[key], value), (kwargs, key)
+        assert other_processor(text=DIRTY_TEXTS)["input_ids"].tolist() == processor(text=DIRTY_TEXTS)["input_ids"].tolist()

@@ -44,7 +44,8 @@ def _offline_constants(monkeypatch):
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    return sim.write_simulated_hub(tmp_path_factory.mktemp("hub"), variant="tiny", clip=True)
+    """The tiny simulated hub, or the full-size one named by $CXR_MTCLIP_SIMULATED_HUB (scripts/simulated_hub.py)."""
+    return sim.simulated_hub_for_tests(tmp_path_factory.mktemp("hub"))
 
 
 @pytest.fixture
@@ -145,8 +146,9 @@ def test_offline_cache_misses_say_so_naming_repo_file_and_cache(tmp_path, empty_
     assert str(empty_default_cache) in str(err.value)
 
 
-def test_genuine_mismatches_are_still_rejected_naming_the_key(hub, tmp_path):
+def test_genuine_mismatches_are_still_rejected_naming_the_key(tmp_path):
     """The legacy position_ids buffer is accepted; a missing weight, a wrong shape or a foreign key is not."""
+    hub = sim.write_simulated_hub(tmp_path / "hub", variant="tiny")
     snapshot = hub.biomedclip_snapshot
     state = torch.load(snapshot / "open_clip_pytorch_model.bin", weights_only=True)
 
@@ -207,9 +209,10 @@ def test_cli_train_on_the_simulated_hub_with_cache_dir(hub, nlm_dataset, tmp_pat
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 2 and all(np.isfinite(losses))
     config = json.loads((out / "config.json").read_text())
-    assert config["backbone"] == hub.biomedclip_id and config["open_clip_config"]["vision_cfg"]["image_size"] == 160
+    assert config["backbone"] == hub.biomedclip_id
+    assert config["open_clip_config"]["vision_cfg"]["image_size"] == hub.image_size
     processor = CxrMtClipProcessor.from_pretrained(out)
-    assert processor.image_size == 160 and len(processor.tokenizer) == hub.vocab_size
+    assert processor.image_size == hub.image_size and len(processor.tokenizer) == hub.vocab_size
 
 
 @pytest.mark.slow
@@ -240,7 +243,8 @@ def test_reproduce_online_runs_on_the_simulated_hub_and_says_so(hub, tmp_path):
     out = tmp_path / "repro"
     with sim.hub_cache(hub.cache_dir), pytest.warns(UserWarning, match="scaled down"):
         code = _example("reproduce_paper").main([
-            "--online", "--backbone", hub.biomedclip_id, "--clip_model", hub.clip_model, "--cache_dir", str(cache),
+            "--online", "--backbone", hub.biomedclip_id, "--clip_model", hub.clip_model,
+            *(["--clip_pretrained", hub.clip_pretrained] if hub.clip_pretrained else []), "--cache_dir", str(cache),
             "--output_dir", str(out), "--epochs", "1", "--batch_size", "8", "--n_boot", "20", "--ks", "1", "3",
             "--threads", "1", "--quiet"])
     assert code == 0

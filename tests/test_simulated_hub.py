@@ -134,3 +134,13 @@ def test_hub_cache_restores_the_environment_and_constants(tmp_path):
         assert constants.HF_HUB_CACHE == str(tmp_path.resolve()) and constants.HF_HUB_OFFLINE is True
         assert os.environ["HF_HUB_CACHE"] == str(tmp_path.resolve())
     assert (constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_CACHE")) == before
+
+
+def test_a_written_hub_is_described_again_from_the_cache_alone(tiny_hub):
+    again = sim.load_simulated_hub(tiny_hub.cache_dir)
+    for key in ("variant", "biomedclip_repo", "text_repo", "biomedclip_snapshot", "text_snapshot", "vocab_size",
+                "texts_source", "clip_model", "clip_pretrained"):
+        assert getattr(again, key) == getattr(tiny_hub, key), key
+    assert again.image_size == 160
+    with pytest.raises(FileNotFoundError, match="no simulated BiomedCLIP repo"):
+        sim.load_simulated_hub(tiny_hub.cache_dir / "nowhere")

@@ -56,6 +56,8 @@ __all__ = [
     "default_report_texts",
     "hub_cache",
     "is_simulated_repo",
+    "load_simulated_hub",
+    "simulated_hub_for_tests",
     "tokenizer_files",
     "write_cached_repo",
     "write_simulated_clip",
@@ -204,11 +206,11 @@ def is_simulated_repo(repo_id: str, cache_dir: str | os.PathLike | None = None) 
         return False
 
 
-def _readme(repo_id: str, what: str) -> bytes:
+def _readme(repo_id: str, what: str, extra: str = "") -> bytes:
     return (
         f"---\n{SIMULATED_MARKER}\ntags:\n- simulated\n---\n\n# {repo_id} (SIMULATED)\n\n"
         f"Written locally by `cxr_mtclip.testing.hub`: {what} Random weights created by open_clip from the config; "
-        "not the published model. Only for offline tests and benchmarks.\n"
+        f"not the published model. Only for offline tests and benchmarks.\n\n{extra}"
     ).encode()
 
 
@@ -459,6 +461,54 @@ class SimulatedHub:
         """The open_clip model name: ``hf-hub:<repo>``."""
         return f"hf-hub:{self.biomedclip_repo}"
 
+    @property
+    def image_size(self) -> int:
+        """The image size of the simulated BiomedCLIP config (224 full, 160 tiny)."""
+        config = json.loads((self.biomedclip_snapshot / "open_clip_config.json").read_text(encoding="utf-8"))
+        return int(config["model_cfg"]["vision_cfg"]["image_size"])
+
+
+
+HUB_ENV = "CXR_MTCLIP_SIMULATED_HUB"
+_VOCAB_LINE = "Vocabulary trained on: "
+
+
+def load_simulated_hub(cache_dir: str | os.PathLike) -> SimulatedHub:
+    """Describe a cache a previous `write_simulated_hub` (e.g. scripts/simulated_hub.py) wrote, from the cache itself.
+
+    The simulated repos are recognised by their README (`is_simulated_repo`); nothing else is stored in the cache,
+    which stays exactly huggingface_hub's layout.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = Path(cache_dir)
+    for variant, repo, clip_repo, clip in (("full", BIOMEDCLIP_REPO, CLIP_OPENAI_REPO, ("ViT-B-16", "openai")),
+                                           ("tiny", TINY_BIOMEDCLIP_REPO, TINY_CLIP_REPO, (f"hf-hub:{TINY_CLIP_REPO}", None))):
+        if not is_simulated_repo(repo, cache):
+            continue
+        config_file = Path(try_to_load_from_cache(repo, "open_clip_config.json", cache_dir=str(cache)))
+        text_repo = json.loads(config_file.read_text(encoding="utf-8"))["model_cfg"]["text_cfg"]["hf_model_name"]
+        text_snapshot = Path(try_to_load_from_cache(text_repo, "config.json", cache_dir=str(cache))).parent
+        readme = (config_file.parent / "README.md").read_text(encoding="utf-8")
+        source = next((line[len(_VOCAB_LINE):] for line in readme.splitlines() if line.startswith(_VOCAB_LINE)), "")
+        vocab = (config_file.parent / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        with_clip = is_simulated_repo(clip_repo, cache)
+        return SimulatedHub(
+            cache_dir=cache, variant=variant, biomedclip_repo=repo, text_repo=text_repo,
+            biomedclip_snapshot=config_file.parent, text_snapshot=text_snapshot, vocab_size=len(vocab),
+            texts_source=source, clip_model=clip[0] if with_clip else None, clip_pretrained=clip[1] if with_clip else None,
+        )
+    raise FileNotFoundError(f"{cache}: holds no simulated BiomedCLIP repo (write one with scripts/simulated_hub.py)")
+
+
+def simulated_hub_for_tests(default_dir: str | os.PathLike) -> SimulatedHub:
+    """The cache named by ``$CXR_MTCLIP_SIMULATED_HUB`` (the full-size one from scripts/simulated_hub.py), else a
+    tiny one (with the CLIP baseline) written to `default_dir`: the same tests run on either."""
+    env = os.environ.get(HUB_ENV)
+    if env:
+        return load_simulated_hub(env)
+    return write_simulated_hub(default_dir, variant="tiny", clip=True)
+
 
 def write_simulated_hub(
     cache_dir: str | os.PathLike,
@@ -507,7 +557,8 @@ def write_simulated_hub(
     clip_files: dict[str, bytes] = {
         "open_clip_config.json": open_clip_config,
         **tok_files,
-        "README.md": _readme(clip_repo, "open_clip config, tokenizer files and a torch-pickle checkpoint."),
+        "README.md": _readme(clip_repo, "open_clip config, tokenizer files and a torch-pickle checkpoint.",
+                             f"{_VOCAB_LINE}{texts_source}\n"),
     }
     if weights:
         # open_clip builds the model from the config it reads from a cache: the new config with the current
@@ -530,7 +581,6 @@ def write_simulated_hub(
     )
     if clip:
         hub.clip_model, hub.clip_pretrained = write_simulated_clip(cache, variant=variant, seed=seed)
-        hub.files[CLIP_OPENAI_REPO if variant == "full" else TINY_CLIP_REPO] = {}
     return hub
 
 
