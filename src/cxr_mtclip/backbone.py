@@ -438,6 +438,40 @@ def resolve_backbone(
     )
 
 
+@dataclass
+class BackboneProcessorConfig:
+    """What a processor needs from a backbone: preprocessing, context length and where its tokenizer is."""
+
+    image_size: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    context_length: int
+    tokenizer_folder: Path | None
+    tokenizer_name: str | None
+
+
+def backbone_processor_config(
+    name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None
+) -> BackboneProcessorConfig:
+    """Read a backbone's ``open_clip_config.json`` and tokenizer files only (never its weights or text tower config).
+
+    Example:
+        >>> backbone_processor_config("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224").image_size  # doctest: +SKIP
+        224
+    """
+    files = resolve_backbone_files(name_or_path, cache_dir=cache_dir, weights=False)
+    model_cfg, preprocess = read_open_clip_config(files.config_file)
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    return BackboneProcessorConfig(
+        image_size=int(vision.get("image_size", 224)),
+        image_mean=tuple(preprocess.get("mean", CLIP_MEAN)),
+        image_std=tuple(preprocess.get("std", CLIP_STD)),
+        context_length=int(text.get("context_length", 256)),
+        tokenizer_folder=backbone_tokenizer_folder(name_or_path, cache_dir=cache_dir),
+        tokenizer_name=text.get("hf_tokenizer_name"),
+    )
+
+
 def backbone_tokenizer_folder(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path | None:
     """The folder holding the backbone repo's own tokenizer files, or None if it ships none.
 

@@ -142,26 +142,17 @@ class CxrMtClipProcessor:
         Reads only the config and the tokenizer files (the backbone repo's own, else its ``hf_tokenizer_name``
         repo's), never the weights; `cache_dir` is the huggingface_hub cache (default ``HF_HUB_CACHE``).
         """
-        from .backbone import backbone_tokenizer_folder, resolve_backbone
+        from .backbone import backbone_processor_config
 
-        source = resolve_backbone(name_or_path, cache_dir=cache_dir, weights=False)
-        folder = backbone_tokenizer_folder(name_or_path, cache_dir=cache_dir)
-        if folder is not None:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        elif source.tokenizer_name:
-            tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_name,
+        config = backbone_processor_config(name_or_path, cache_dir=cache_dir)
+        if config.tokenizer_folder is not None:
+            tokenizer = AutoTokenizer.from_pretrained(str(config.tokenizer_folder))
+        elif config.tokenizer_name:
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_name,
                                                       cache_dir=str(cache_dir) if cache_dir is not None else None)
         else:
             raise ValueError(f"{name_or_path}: open_clip config names no hf_tokenizer_name and the backbone has no tokenizer files")
-        vision = source.open_clip_config.get("vision_cfg", {})
-        text = source.open_clip_config.get("text_cfg", {})
-        return cls(
-            tokenizer,
-            int(vision.get("image_size", 224)),
-            source.image_mean,
-            source.image_std,
-            int(text.get("context_length", 256)),
-        )
+        return cls(tokenizer, config.image_size, config.image_mean, config.image_std, config.context_length)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "CxrMtClipProcessor":
