@@ -162,6 +162,9 @@ def test_genuine_mismatches_are_still_rejected_naming_the_key(tmp_path):
 
     good = CxrMtClipModel.from_backbone(folder_with("good", state), cache_dir=hub.cache_dir)
     assert torch.equal(good.backbone.state_dict()["text.proj.0.weight"], state["text.proj.0.weight"])
+    vector_scale = dict(state, logit_scale=state["logit_scale"].reshape(1))  # open_clip reshapes this one too
+    assert CxrMtClipModel.from_backbone(folder_with("scale", vector_scale), cache_dir=hub.cache_dir
+                                        ).backbone.logit_scale.shape == torch.Size([])
     missing = dict(state)
     missing.pop("visual.head.proj.weight")
     with pytest.raises(ValueError, match=r"missing \['visual.head.proj.weight'\]"):

@@ -154,7 +154,9 @@ def write_cached_repo(
         marker.touch()
     ref_file = storage / "refs" / ref
     ref_file.parent.mkdir(parents=True, exist_ok=True)
-    ref_file.write_text(commit)
+    tmp = ref_file.with_name(ref_file.name + ".tmp")  # atomically, as huggingface_hub writes refs
+    tmp.write_text(commit)
+    os.replace(tmp, ref_file)
     return snapshot
 
 
