@@ -60,7 +60,7 @@ def clean_report_text(text: str) -> str:
     unescaped twice, whitespace runs collapsed to one space, ends stripped.
 
     Example:
-        >>> clean_report_text("Heart size  normal &gt; 2 cm.\n")
+        >>> clean_report_text("Heart size  normal &gt; 2 cm. ")
         'Heart size normal > 2 cm.'
     """
     import ftfy

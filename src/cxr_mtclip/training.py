@@ -951,8 +951,6 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
         if model_args.tokenizer:
             config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
             return CxrMtClipProcessor.from_config(config, model_args.tokenizer)
-        if Path(model_args.model_name_or_path).is_dir():
-            return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path)
         return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     if model_args.backbone == TINY_BACKBONE:
         config = CxrMtClipConfig.tiny()
