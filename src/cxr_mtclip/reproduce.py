@@ -517,7 +517,8 @@ def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_
         names["biomedclip_zero_shot"]: load_retrieval_model(backbone, seed=seed, device=device),
         names["biomedclip_fine_tuned"]: load_retrieval_model(run_dir, seed=seed, device=device),
     }
-    note = f"OpenI (NLM) test split, real chest X-rays and reports, seed {split_seed} ({data_dir})"
+    # the tarballs' content is not checked here: say where they came from rather than what they hold
+    note = f"OpenI (NLM) test split, built from the tarballs in {source}, seed {split_seed} ({data_dir})"
     banner = "ONLINE: BiomedCLIP and CLIP ViT-B/16 pretrained weights, real OpenI data"
     if any(simulated.values()):
         which = [key for key, flag in (("CLIP", simulated["clip"]), ("BiomedCLIP", simulated["backbone"])) if flag]
