@@ -5,8 +5,12 @@ paper's recipe (add --hpo_trials 20 for the paper's search of the loss weights),
 (openai), zero-shot BiomedCLIP and the fine-tuned model in both protocols:
     python examples/reproduce_paper.py --output_dir runs/reproduce --hpo_trials 20
 
-Offline (--offline, or automatically when the Hub is unreachable / HF_HUB_OFFLINE=1): the same pipeline on the
-tiny demo architecture and synthetic phantoms; every table says so:
+The paper's recipe is the default. When it cannot run (no network and the models or tarballs are not cached) the
+script stops with one line saying which file is missing, and exit code 2; it never switches to the stand-in by
+itself. With everything cached (tarballs in <cache_dir>/NLMCXR, both model repos in the Hugging Face cache) it runs
+offline too; models from a simulated Hub cache (cxr_mtclip.testing.hub, random weights) are named so in every table.
+
+Only with --offline: the same pipeline on the tiny demo architecture and synthetic phantoms; every table says so:
     python examples/reproduce_paper.py --offline --output_dir runs/reproduce_offline
     python examples/reproduce_paper.py --offline --openi ../shared/openi   # phantoms paired with real reports
 

@@ -162,11 +162,12 @@ def test_paper_results_file_cites_the_paper_and_holds_only_copied_values_or_null
 # -- network path, up to the download --------------------------------------------------------------------
 
 
-def test_mode_is_offline_when_the_hub_is_off_or_unreachable(monkeypatch):
-    assert reproduce.resolve_mode("auto") == "offline"  # conftest sets HF_HUB_OFFLINE=1
-    assert reproduce.resolve_mode("online") == "online"
-    with pytest.raises(ValueError, match="mode"):
-        reproduce.resolve_mode("sometimes")
+def test_mode_is_never_chosen_automatically_and_the_hub_check_sees_an_unreachable_hub(monkeypatch):
+    assert reproduce.resolve_mode() == "online"  # the paper's recipe, also under HF_HUB_OFFLINE=1 (conftest)
+    assert reproduce.resolve_mode("offline") == "offline"
+    for mode in ("auto", "sometimes"):  # no silent switch to the stand-in (issue 13)
+        with pytest.raises(ValueError, match="mode"):
+            reproduce.resolve_mode(mode)
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -208,6 +209,8 @@ def test_network_path_downloads_the_nlm_tarballs_first(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproduce, "download_file", fake_download)
     monkeypatch.setattr(cxr_mtclip.data, "build_openi_dataset", stop_build)
+    # the model files are checked first (tests/test_real_backbone_e2e.py); here only the download order matters
+    monkeypatch.setattr(reproduce, "check_online_recipe", lambda *args: {"backbone": False, "clip": False})
     cache = tmp_path / "cache"
     with pytest.raises(Stop):
         _example("reproduce_paper").main(["--online", "--output_dir", str(tmp_path / "out"), "--cache_dir", str(cache), "--quiet"])
@@ -222,8 +225,8 @@ def test_network_path_downloads_the_nlm_tarballs_first(tmp_path, monkeypatch):
 
 def test_reproduce_offline_runs_end_to_end_and_labels_every_table(tmp_path):
     out = tmp_path / "repro"
-    # No --offline: HF_HUB_OFFLINE=1 (conftest) must switch the script to the offline stand-in by itself.
-    code = _example("reproduce_paper").main(["--output_dir", str(out), "--n_studies", "120", "--epochs", "2",
+    # --offline is needed: the script never switches to the stand-in by itself (test_real_backbone_e2e.py)
+    code = _example("reproduce_paper").main(["--offline", "--output_dir", str(out), "--n_studies", "120", "--epochs", "2",
                                              "--batch_size", "32", "--n_boot", "50", "--threads", "1", "--quiet"])
     assert code == 0
     comparison = json.loads((out / "paper_comparison.json").read_text())

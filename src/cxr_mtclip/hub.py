@@ -51,6 +51,7 @@ def load_model_and_processor(
     work_dir: str | os.PathLike | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[CxrMtClipModel, CxrMtClipProcessor]:
     """`(model, processor)` in eval mode from a spec (see the module docstring).
 
@@ -59,6 +60,7 @@ def load_model_and_processor(
         tokenizer_texts, work_dir: a randomly initialised architecture without `tokenizer`: texts to train a
             WordPiece tokenizer on, saved under `work_dir`.
         seed: the random weights of a randomly initialised architecture.
+        cache_dir: the huggingface_hub cache for an open_clip backbone (default ``HF_HUB_CACHE``).
 
     Raises FileNotFoundError naming the folder when a saved model has no processor and no `tokenizer` is given.
 
@@ -82,8 +84,8 @@ def load_model_and_processor(
                                                   vocab_size=int(model.config.text_config_dict["vocab_size"]))
         processor = CxrMtClipProcessor.from_config(model.config, tokenizer)
     elif arch is not None:
-        model = CxrMtClipModel.from_registry(name)
-        processor = CxrMtClipProcessor.from_backbone(arch.pretrained)
+        model = CxrMtClipModel.from_registry(name, cache_dir=cache_dir)
+        processor = CxrMtClipProcessor.from_backbone(arch.pretrained, cache_dir=cache_dir)
     elif (folder / "config.json").is_file():
         model = CxrMtClipModel.from_pretrained(str(folder))
         processor_dir = next((d for d in (folder, folder / "processor") if (d / PROCESSOR_CONFIG_NAME).is_file()), None)
@@ -97,8 +99,8 @@ def load_model_and_processor(
                 "save the processor with the model or pass a tokenizer folder"
             )
     else:
-        model = CxrMtClipModel.from_backbone(name)
-        processor = CxrMtClipProcessor.from_backbone(name)
+        model = CxrMtClipModel.from_backbone(name, cache_dir=cache_dir)
+        processor = CxrMtClipProcessor.from_backbone(name, cache_dir=cache_dir)
     if device is not None:
         model.to(device)
     return model.eval(), processor

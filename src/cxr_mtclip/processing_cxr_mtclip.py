@@ -143,22 +143,30 @@ class CxrMtClipProcessor(ProcessorMixin):
         return cls(image_processor, tokenizer, max_length=config.context_length)
 
     @classmethod
-    def from_backbone(cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID) -> "CxrMtClipProcessor":
-        """The processor of an open_clip backbone (hub id or local folder holding `open_clip_config.json`)."""
-        from .backbone import resolve_backbone
+    def from_backbone(
+        cls, name_or_path: str | os.PathLike = BIOMEDCLIP_HUB_ID, *, cache_dir: str | os.PathLike | None = None
+    ) -> "CxrMtClipProcessor":
+        """The processor of an open_clip backbone (hub id or local folder holding `open_clip_config.json`).
 
-        source = resolve_backbone(name_or_path)
-        folder = Path(str(name_or_path))
-        tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else source.tokenizer_name
-        if not tokenizer_source:
-            raise ValueError(f"{name_or_path}: open_clip config names no hf_tokenizer_name and the folder has no tokenizer")
-        vision = source.open_clip_config.get("vision_cfg", {})
-        text = source.open_clip_config.get("text_cfg", {})
+        Reads only the config and the tokenizer files (the backbone repo's own, else its ``hf_tokenizer_name``
+        repo's), never the weights; `cache_dir` is the huggingface_hub cache (default ``HF_HUB_CACHE``).
+        """
+        from .backbone import backbone_processor_config
+
+        config = backbone_processor_config(name_or_path, cache_dir=cache_dir)
+        if config.tokenizer_folder is not None:
+            tokenizer = AutoTokenizer.from_pretrained(str(config.tokenizer_folder))
+        elif config.tokenizer_name:
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_name,
+                                                      cache_dir=str(cache_dir) if cache_dir is not None else None)
+        else:
+            raise ValueError(
+                f"{name_or_path}: open_clip config names no hf_tokenizer_name and the backbone has no tokenizer files"
+            )
         return cls(
-            CxrMtClipImageProcessor(int(vision.get("image_size", 224)), image_mean=source.image_mean,
-                                    image_std=source.image_std),
-            AutoTokenizer.from_pretrained(tokenizer_source),
-            max_length=int(text.get("context_length", 256)),
+            CxrMtClipImageProcessor(config.image_size, image_mean=config.image_mean, image_std=config.image_std),
+            tokenizer,
+            max_length=config.context_length,
         )
 
     @classmethod

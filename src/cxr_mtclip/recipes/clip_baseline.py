@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ __all__ = [
     "OpenClipBaselineModel",
     "OpenClipBaselineProcessor",
     "load_open_clip_baseline",
+    "open_clip_baseline_files",
     "tiny_open_clip_baseline",
 ]
 
@@ -132,6 +134,63 @@ class OpenClipBaselineProcessor:
         return model_inputs(self, images, text, labels, return_tensors)
 
 
+def open_clip_baseline_files(
+    model_name: str = CLIP_BASELINE_MODEL,
+    pretrained: str | None = CLIP_BASELINE_PRETRAINED,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """The weights file open_clip will load for `model_name`/`pretrained`, from the Hub cache or downloaded.
+
+    For a weights tag (``("ViT-B-16", "openai")``) this is the tag's Hub repo (``timm/vit_base_patch16_clip_224.openai``),
+    ``open_clip_model.safetensors`` first, then ``open_clip_pytorch_model.bin``, as open_clip looks them up; for an
+    ``hf-hub:`` model, that repo's open_clip weights. FileNotFoundError names the repo, the file and the cache folder
+    (offline and not cached, or not downloadable); ValueError for an unknown model or tag.
+
+    Example:
+        >>> open_clip_baseline_files("ViT-B-16", "openai")  # doctest: +SKIP
+    """
+    from ..backbone import HF_HUB_PREFIX, hub_file, resolve_backbone_files
+
+    if model_name.startswith(HF_HUB_PREFIX):
+        if pretrained:
+            raise ValueError(f"{model_name}: an hf-hub: model carries its own weights; pretrained must be None")
+        files = resolve_backbone_files(model_name, cache_dir=cache_dir, weights=True)
+        return Path(files.weights_file)
+    tag = _pretrained_cfg(model_name, pretrained)
+    if tag is None:
+        raise ValueError(f"{model_name}: no pretrained weights tag given; the baseline is a pretrained CLIP")
+    hub = tag.get("hf_hub", "")
+    if not hub:
+        raise ValueError(f"open_clip weights {pretrained!r} of {model_name!r} are not on the Hugging Face Hub ({tag.get('url')})")
+    repo_id, filename = os.path.split(hub)
+    filename = filename or "open_clip_pytorch_model.bin"
+    # open_clip's own order (pretrained._get_safe_alternatives): the safetensors twin first
+    safe = ("open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin"
+            else filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else filename)
+    for name in dict.fromkeys((safe, filename)):
+        found = hub_file(repo_id, name, cache_dir=cache_dir, optional=name != filename)
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"hub repo {repo_id!r} has no open_clip weights ({safe} or {filename})")  # pragma: no cover
+
+
+def _pretrained_cfg(model_name: str, pretrained: str | None) -> dict[str, Any] | None:
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"open_clip has no model {model_name!r}; see open_clip.list_models() or use an hf-hub: id")
+    if not pretrained:
+        return None
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag:
+        raise ValueError(
+            f"open_clip has no weights {pretrained!r} for {model_name!r}; "
+            f"available: {open_clip.list_pretrained_tags_by_model(model_name)}"
+        )
+    return tag
+
+
 def load_open_clip_baseline(
     model_name: str = CLIP_BASELINE_MODEL,
     pretrained: str | None = CLIP_BASELINE_PRETRAINED,
@@ -140,32 +199,31 @@ def load_open_clip_baseline(
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> tuple[OpenClipBaselineModel, OpenClipBaselineProcessor]:
-    """`(model, processor)` in eval mode for an open_clip architecture and weights tag (downloads the weights).
+    """`(model, processor)` in eval mode for an open_clip architecture and weights tag, or an ``hf-hub:`` model.
+
+    The weights must load (open_clip's ``require_pretrained``): a model never silently starts from random weights.
 
     Example:
         >>> model, processor = load_open_clip_baseline("ViT-B-16", "openai")  # doctest: +SKIP
     """
     import open_clip
 
-    if model_name not in open_clip.list_models():
-        raise ValueError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
-    quick_gelu = False
-    if pretrained:
-        tag = open_clip.get_pretrained_cfg(model_name, pretrained)
-        if not tag:
-            raise ValueError(
-                f"open_clip has no weights {pretrained!r} for {model_name!r}; "
-                f"available: {open_clip.list_pretrained_tags_by_model(model_name)}"
-            )
-        quick_gelu = bool(tag.get("quick_gelu", False))
+    hub = model_name.startswith("hf-hub:")
+    if hub and pretrained:
+        raise ValueError(f"{model_name}: an hf-hub: model carries its own weights; pretrained must be None")
+    tag = None if hub else _pretrained_cfg(model_name, pretrained)
+    quick_gelu = bool(tag.get("quick_gelu", False)) if tag else False
     model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=pretrained, cache_dir=str(cache_dir) if cache_dir else None, force_quick_gelu=quick_gelu
+        model_name, pretrained=pretrained, cache_dir=str(cache_dir) if cache_dir else None, force_quick_gelu=quick_gelu,
+        require_pretrained=hub or bool(pretrained),
     )
-    embed_dim = int(open_clip.get_model_config(model_name)["embed_dim"])
+    output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    embed_dim = int(output_dim) if output_dim else int(open_clip.get_model_config(model_name)["embed_dim"])
     wrapped = OpenClipBaselineModel(model, OpenClipBaselineConfig(model_name, pretrained, embed_dim, seed))
     if device is not None:
         wrapped.to(device)
-    return wrapped.eval(), OpenClipBaselineProcessor(preprocess, open_clip.get_tokenizer(model_name))
+    tokenizer = open_clip.get_tokenizer(model_name, cache_dir=str(cache_dir) if cache_dir else None)
+    return wrapped.eval(), OpenClipBaselineProcessor(preprocess, tokenizer)
 
 
 def tiny_open_clip_baseline(

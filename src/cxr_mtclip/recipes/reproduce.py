@@ -7,10 +7,17 @@ into a `DatasetDict` with the paper's split; BiomedCLIP is fine-tuned with the p
 `cxr_mtclip.evaluation.evaluate.evaluate_models` on the test split; `paper_comparison.md` / `.json` put the
 measured numbers (with bootstrap CIs) next to the values published in the paper (``paper_results.json``).
 
-Offline (`mode="offline"`, or automatically when the Hub is unreachable or ``HF_HUB_OFFLINE=1``): the same
-pipeline (save the data, save the starting model, `run_training`, `evaluate_models`, comparison) runs on the tiny
-demo architecture and synthetic phantoms (optionally paired with real reports), with a tiny random-init
-open_clip CLIP as the CLIP stand-in; every table says so.
+The online recipe is the default and never changes itself into something else: before any long step it checks
+that BiomedCLIP's and CLIP's files are in the Hugging Face cache or downloadable (`check_online_recipe`), and when
+they are not (no network, ``HF_HUB_OFFLINE=1`` with an empty cache) it stops with one line saying what is missing
+(`ReproductionUnavailable`; exit code 2 from `main`). It runs offline when everything is cached: the NLM tarballs in
+``<cache_dir>/NLMCXR`` and the two model repos in the Hub cache. Models whose cached repo is a simulation written by
+`cxr_mtclip.testing.hub` (random weights) are named as such in every table.
+
+Offline (`mode="offline"`, only when asked for: ``--offline``): the same pipeline (save the data, save the starting
+model, `run_training`, `evaluate_models`, comparison) runs on the tiny demo architecture and synthetic phantoms
+(optionally paired with real reports), with a tiny random-init open_clip CLIP as the CLIP stand-in; every table
+says so.
 """
 
 from __future__ import annotations
@@ -38,8 +45,10 @@ __all__ = [
     "PAPER_ARXIV_ID",
     "PAPER_TABLES",
     "ReproductionResult",
+    "ReproductionUnavailable",
     "build_comparison",
     "build_parser",
+    "check_online_recipe",
     "download_file",
     "download_openi",
     "format_comparison_markdown",
@@ -71,7 +80,12 @@ _OFFLINE_NAMES = {
     "biomedclip_zero_shot": "zero-shot stand-in (tiny, untrained)",
     "biomedclip_fine_tuned": "fine-tuned stand-in (tiny, trained)",
 }
+_SIMULATED = " [SIMULATED Hub repo: random weights]"
 _TRUE = {"1", "true", "yes", "on"}
+
+
+class ReproductionUnavailable(RuntimeError):
+    """The paper's recipe cannot run here (a model or data file is neither cached nor downloadable); one line."""
 
 
 @dataclass
@@ -156,13 +170,48 @@ def hub_available(timeout: float = 5.0) -> bool:
         return False
 
 
-def resolve_mode(mode: str = "auto") -> str:
-    """``"online"`` or ``"offline"``: `mode` itself, or for ``"auto"`` whether the Hub is reachable."""
-    if mode not in ("auto", "online", "offline"):
-        raise ValueError(f"mode must be 'auto', 'online' or 'offline', got {mode!r}")
-    if mode != "auto":
-        return mode
-    return "online" if hub_available() else "offline"
+def resolve_mode(mode: str = "online") -> str:
+    """Check `mode`: ``"online"`` (the paper's recipe) or ``"offline"`` (the tiny stand-in, only when asked for).
+
+    There is no automatic choice: a run meant to reproduce the paper must not turn into a toy run because one
+    request failed.
+    """
+    if mode not in ("online", "offline"):
+        raise ValueError(f"mode must be 'online' (the paper's recipe) or 'offline' (tiny stand-in), got {mode!r}")
+    return mode
+
+
+def check_online_recipe(
+    backbone: str = BIOMEDCLIP_HUB_ID,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
+) -> dict[str, bool]:
+    """Make sure the recipe's model files are cached or downloadable; ``{"backbone": simulated?, "clip": simulated?}``.
+
+    BiomedCLIP's config and weights (`cxr_mtclip.backbone.resolve_backbone`) and CLIP's weights
+    (`cxr_mtclip.recipes.clip_baseline.open_clip_baseline_files`) are fetched now, before the long steps. Raises
+    `ReproductionUnavailable` with one line naming the missing file, the repo and the cache folder.
+    """
+    from ..backbone import resolve_backbone
+    from .clip_baseline import CLIP_BASELINE_MODEL, CLIP_BASELINE_PRETRAINED, open_clip_baseline_files
+    from ..testing.hub import is_simulated_repo
+
+    clip_model = clip_model or CLIP_BASELINE_MODEL
+    if clip_pretrained is None and not clip_model.startswith("hf-hub:"):
+        clip_pretrained = CLIP_BASELINE_PRETRAINED
+    try:
+        resolve_backbone(backbone)
+        clip_file = open_clip_baseline_files(clip_model, clip_pretrained)
+    except (OSError, ValueError) as err:
+        raise ReproductionUnavailable(
+            f"cannot run the paper's recipe: {err}. Run it with network access (or a filled cache), "
+            "or pass --offline for the tiny stand-in (not the paper's models)."
+        ) from err
+    simulated_backbone = backbone.startswith("hf-hub:") and is_simulated_repo(backbone)
+    # the weights file lies in <cache>/models--org--name/snapshots/<rev>/: its repo is that of the cache folder
+    repo_folder = Path(clip_file).parents[2].name
+    clip_repo = "/".join(repo_folder.split("--")[1:]) if repo_folder.startswith("models--") else ""
+    return {"backbone": simulated_backbone, "clip": bool(clip_repo) and is_simulated_repo(clip_repo)}
 
 
 # -- the paper's published numbers ---------------------------------------------------------------------
@@ -326,8 +375,11 @@ def run_reproduction(
     output_dir: str | os.PathLike,
     *,
     paper_results: str | os.PathLike,
-    mode: str = "auto",
+    mode: str = "online",
     cache_dir: str | os.PathLike | None = None,
+    backbone: str = BIOMEDCLIP_HUB_ID,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
     openi: str | os.PathLike | None = None,
     hpo_trials: int = 0,
     seed: int = 0,
@@ -344,9 +396,11 @@ def run_reproduction(
 
     Args:
         paper_results: ``paper_results.json`` (checked first, so a bad file fails before any download).
-        mode: ``"auto"`` (online when the Hub answers and HF_HUB_OFFLINE is unset), ``"online"`` or ``"offline"``.
+        mode: ``"online"`` (the paper's recipe; `ReproductionUnavailable` when it cannot run) or ``"offline"``.
         cache_dir: online: where the OpenI tarballs and the built dataset go (default ~/.cache/cxr_mtclip);
-            the model weights go to the Hugging Face / open_clip caches.
+            the model weights go to the Hugging Face cache (``HF_HUB_CACHE``).
+        backbone, clip_model, clip_pretrained: online: the models (default BiomedCLIP's hub id and open_clip's
+            ``("ViT-B-16", "openai")``).
         openi: offline only: a folder with ``reports.csv`` (../shared/openi) to pair phantoms with real reports,
             or a saved DatasetDict of real studies.
         hpo_trials: optuna trials over the loss weights before the final fine-tuning (the paper used 20).
@@ -364,7 +418,8 @@ def run_reproduction(
     start = time.time()
     if mode == "online":
         models, test, note, banner, names = _online_models(out, cache_dir, hpo_trials, seed, split_seed, epochs,
-                                                           batch_size, learning_rate, say, verbose)
+                                                           batch_size, learning_rate, say, verbose,
+                                                           backbone, clip_model, clip_pretrained)
     else:
         models, test, note, banner, names = _offline_models(out, openi, hpo_trials, seed, n_studies, epochs,
                                                             batch_size, learning_rate, say, verbose)
@@ -403,7 +458,9 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_seed: int, epochs: Any,
-                   batch_size: Any, learning_rate: Any, say: Any, verbose: bool) -> tuple[dict, Any, str, str, dict]:
+                   batch_size: Any, learning_rate: Any, say: Any, verbose: bool, backbone: str = BIOMEDCLIP_HUB_ID,
+                   clip_model: str | None = None,
+                   clip_pretrained: str | None = None) -> tuple[dict, Any, str, str, dict]:
     from datasets import load_from_disk
 
     from .clip_baseline import CLIP_BASELINE_MODEL, CLIP_BASELINE_PRETRAINED, load_open_clip_baseline
@@ -411,30 +468,50 @@ def _online_models(out: Path, cache_dir: Any, hpo_trials: int, seed: int, split_
     from ..hub import load_model_and_processor
     from .train import DataArguments, ModelArguments, run_training
 
+    clip_model = clip_model or CLIP_BASELINE_MODEL
+    if clip_pretrained is None and not clip_model.startswith("hf-hub:"):
+        clip_pretrained = CLIP_BASELINE_PRETRAINED
+    say(f"[0/5] checking the model files: {backbone}, CLIP {clip_model} ({clip_pretrained or 'hub weights'})")
+    simulated = check_online_recipe(backbone, clip_model, clip_pretrained)
     cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "cxr_mtclip"
-    say(f"[1/5] OpenI: downloading the NLM tarballs into {cache / OPENI_FOLDER}")
-    source = download_openi(cache, show_progress=verbose)
+    say(f"[1/5] OpenI: downloading the NLM tarballs into {cache / OPENI_FOLDER} (kept if already there)")
+    try:
+        source = download_openi(cache, show_progress=verbose)
+    except OSError as err:
+        raise ReproductionUnavailable(f"cannot run the paper's recipe: {err}; or pass --offline for the tiny "
+                                      "stand-in (not the paper's data)") from err
     data_dir = cache / f"openi_split{split_seed}"
     if not (data_dir / "dataset_dict.json").is_file():
         say(f"      building the DatasetDict (one frontal image per study, test 200 + 200, seed {split_seed}) in {data_dir}")
         build_openi_dataset(source, data_dir, seed=split_seed, test_per_class=200, overwrite=True, show_progress=verbose)
     test = load_from_disk(str(data_dir))["test"]
-    say(f"[2/5] fine-tuning BiomedCLIP ({BIOMEDCLIP_HUB_ID}) with the paper's recipe"
+    say(f"[2/5] fine-tuning BiomedCLIP ({backbone}) with the paper's recipe"
         + (f" after a {hpo_trials}-trial search of the loss weights" if hpo_trials else ""))
     run_dir = out / "fine-tuned"
     args = _training_arguments(run_dir, seed, hpo_trials, verbose, **_given(
         num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=learning_rate))
-    run_training(ModelArguments(backbone=BIOMEDCLIP_HUB_ID), DataArguments(dataset=str(data_dir)), args)
-    say(f"[3/5] loading CLIP {CLIP_BASELINE_MODEL} ({CLIP_BASELINE_PRETRAINED}), zero-shot and fine-tuned BiomedCLIP")
+    run_training(ModelArguments(backbone=backbone), DataArguments(dataset=str(data_dir)), args)
+    say(f"[3/5] loading CLIP {clip_model} ({clip_pretrained or 'hub weights'}), zero-shot and fine-tuned BiomedCLIP")
     device = "cuda" if _cuda() else "cpu"
+    names = dict(_ONLINE_NAMES)
+    if simulated["clip"]:
+        names["clip"] += _SIMULATED
+    if simulated["backbone"]:
+        names["biomedclip_zero_shot"] += _SIMULATED
+        names["biomedclip_fine_tuned"] += _SIMULATED
     models = {
-        _ONLINE_NAMES["clip"]: load_open_clip_baseline(seed=seed, device=device),
-        _ONLINE_NAMES["biomedclip_zero_shot"]: load_model_and_processor(BIOMEDCLIP_HUB_ID, seed=seed, device=device),
-        _ONLINE_NAMES["biomedclip_fine_tuned"]: load_model_and_processor(run_dir, seed=seed, device=device),
+        names["clip"]: load_open_clip_baseline(clip_model, clip_pretrained, seed=seed, device=device),
+        names["biomedclip_zero_shot"]: load_model_and_processor(backbone, seed=seed, device=device),
+        names["biomedclip_fine_tuned"]: load_model_and_processor(run_dir, seed=seed, device=device),
     }
-    note = f"OpenI (NLM) test split, real chest X-rays and reports, seed {split_seed} ({data_dir})"
+    # the tarballs' content is not checked here: say where they came from rather than what they hold
+    note = f"OpenI (NLM) test split, built from the tarballs in {source}, seed {split_seed} ({data_dir})"
     banner = "ONLINE: BiomedCLIP and CLIP ViT-B/16 pretrained weights, real OpenI data"
-    return models, test, note, banner, _ONLINE_NAMES
+    if any(simulated.values()):
+        which = [key for key, flag in (("CLIP", simulated["clip"]), ("BiomedCLIP", simulated["backbone"])) if flag]
+        banner = (f"ONLINE RECIPE ON A SIMULATED HUB: {' and '.join(which)} weights are random (repos written by "
+                  "cxr_mtclip.testing.hub), not the published models; not comparable with the paper's numbers")
+    return models, test, note, banner, names
 
 
 def _offline_models(out: Path, openi: Any, hpo_trials: int, seed: int, n_studies: Any, epochs: Any,
@@ -515,11 +592,16 @@ def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
     )
     parser.add_argument("--output_dir", default="runs/reproduce")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--offline", action="store_true", help="tiny stand-ins + phantoms, no network")
-    where.add_argument("--online", action="store_true", help="skip the Hub reachability check")
+    where.add_argument("--offline", action="store_true",
+                       help="run the tiny stand-ins on phantoms instead of the paper's recipe (no network needed)")
+    where.add_argument("--online", action="store_true",
+                       help="the paper's recipe (the default): BiomedCLIP + CLIP from the Hub cache or network")
     parser.add_argument("--paper_results", default=default_paper_results, required=default_paper_results is None,
                         help="the published values (examples/paper_results.json)")
     parser.add_argument("--cache_dir", default=None, help="online: OpenI tarballs and built dataset (~/.cache/cxr_mtclip)")
+    parser.add_argument("--backbone", default=BIOMEDCLIP_HUB_ID, help="online: the open_clip backbone to fine-tune")
+    parser.add_argument("--clip_model", default=None, help="online: the CLIP baseline (default ViT-B-16, or an hf-hub: id)")
+    parser.add_argument("--clip_pretrained", default=None, help="online: its open_clip weights tag (default openai)")
     parser.add_argument("--openi", default=None, help="offline: ../shared/openi (real reports for the phantoms) or a DatasetDict")
     parser.add_argument("--hpo_trials", type=int, default=0, help="optuna trials over the loss weights first (paper: 20)")
     parser.add_argument("--seed", type=int, default=0)
@@ -537,20 +619,25 @@ def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None, *, default_paper_results: str | os.PathLike | None = None) -> int:
-    """Parse `argv` and run `run_reproduction`; returns 0."""
+    """Parse `argv` and run `run_reproduction`; returns 0, or 2 with one line on stderr when the recipe cannot run."""
     parser = build_parser(default_paper_results)
     args = parser.parse_args(argv)
     if args.hpo_trials < 0:
         parser.error("--hpo_trials must be >= 0")
-    mode = "offline" if args.offline else "online" if args.online else "auto"
+    mode = "offline" if args.offline else "online"
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
-    with quiet_progress_bars(args.quiet), torch_threads(args.threads):
-        run_reproduction(
-            args.output_dir, paper_results=args.paper_results, mode=mode, cache_dir=args.cache_dir, openi=args.openi,
-            hpo_trials=args.hpo_trials, seed=args.seed, split_seed=args.split_seed, n_studies=args.n_studies,
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, ks=args.ks,
-            n_boot=args.n_boot, verbose=not args.quiet,
-        )
+    try:
+        with quiet_progress_bars(args.quiet), torch_threads(args.threads):
+            run_reproduction(
+                args.output_dir, paper_results=args.paper_results, mode=mode, cache_dir=args.cache_dir,
+                backbone=args.backbone, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+                openi=args.openi, hpo_trials=args.hpo_trials, seed=args.seed, split_seed=args.split_seed,
+                n_studies=args.n_studies, epochs=args.epochs, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, ks=args.ks, n_boot=args.n_boot, verbose=not args.quiet,
+            )
+    except ReproductionUnavailable as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 

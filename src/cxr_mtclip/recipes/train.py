@@ -207,9 +207,9 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
     ``tiny``) the registry's preprocessing with a WordPiece tokenizer trained on the training reports."""
     if model_args.model_name_or_path is not None:
         if model_args.tokenizer:
-            config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path)
+            config = CxrMtClipConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
             return CxrMtClipProcessor.from_config(config, model_args.tokenizer)
-        return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path)
+        return CxrMtClipProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     arch = get_architecture(model_args.backbone) if is_registered(model_args.backbone) else None
     if arch is not None and arch.pretrained is None:
         config = CxrMtClipConfig.from_registry(arch.name)
@@ -221,7 +221,8 @@ def build_processor(model_args: ModelArguments, train_reports: Sequence[str], ou
                 vocab = int(config.text_config_dict["vocab_size"])
                 build_wordpiece_tokenizer(train_reports, folder, vocab_size=vocab)
         return CxrMtClipProcessor.from_config(config, folder)
-    processor = CxrMtClipProcessor.from_backbone(arch.pretrained if arch is not None else model_args.backbone)
+    processor = CxrMtClipProcessor.from_backbone(arch.pretrained if arch is not None else model_args.backbone,
+                                                 cache_dir=model_args.cache_dir)
     if model_args.tokenizer:
         from transformers import AutoTokenizer
 
