@@ -7,7 +7,6 @@ This is the only module that imports open_clip. The module tree and parameter na
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -29,6 +28,7 @@ from .configuration_cxr_mtclip import (
     CLIP_MEAN,
     CLIP_STD,
 )
+from .utils import eval_mode
 
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 OPEN_CLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -114,8 +114,9 @@ class VisionTower(nn.Module):
         start = self.first_trainable_block()
         if start == 0:
             return self.embed_tokens(pixel_values), 0
-        with torch.no_grad(), _frozen_eval([self.trunk.patch_embed, self.trunk.pos_drop, self.trunk.patch_drop,
-                                            self.trunk.norm_pre, *self.trunk.blocks[:start]]):
+        # frozen modules run in eval mode (no dropout): a fixed function of the input, hence cacheable
+        with torch.no_grad(), eval_mode(self.trunk.patch_embed, self.trunk.pos_drop, self.trunk.patch_drop,
+                                        self.trunk.norm_pre, *self.trunk.blocks[:start]):
             hidden = self.run_blocks(self.embed_tokens(pixel_values), 0, start)
         return hidden, start
 
@@ -175,7 +176,7 @@ class TextTower(HFTextEncoder):
         start = self.first_trainable_block()
         if start == 0:
             return self.embed_tokens(input_ids), 0
-        with torch.no_grad(), _frozen_eval([self.transformer.embeddings, *self.transformer.encoder.layer[:start]]):
+        with torch.no_grad(), eval_mode(self.transformer.embeddings, *self.transformer.encoder.layer[:start]):
             hidden = self.run_blocks(self.embed_tokens(input_ids), attention_mask, 0, start)
         return hidden, start
 
@@ -184,20 +185,6 @@ class TextTower(HFTextEncoder):
             attention_mask = (input_ids != self.config.pad_token_id).long()
         hidden, start = self.frozen_trunk(input_ids, attention_mask)
         return self.project(self.run_blocks(hidden, attention_mask, start), attention_mask)
-
-
-@contextlib.contextmanager
-def _frozen_eval(modules: list[nn.Module]):
-    """Run frozen modules in eval mode (no dropout): a frozen trunk is a fixed function of its input,
-    which is also what makes its output cacheable. Restores each module's mode afterwards."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    try:
-        for module in modules:
-            module.eval()
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
 
 
 def _first_trainable(blocks: nn.ModuleList, stem: list[nn.Module | nn.Parameter]) -> int:

@@ -20,6 +20,9 @@ the given report texts and padded with further sub-word pieces to the published 
 ``cxr-mtclip-simulated/...`` ids (timm's ``test_vit`` and a 2-layer BERT) for the fast test suite. Every simulated repo
 also holds a README.md that says it is simulated (`is_simulated_repo`).
 
+Why one module: the three repos are one simulation (the BiomedCLIP repo names its text tower's repo, and the CLIP
+baseline's weights are written by the same cache writer), and the tests read it as one fixture.
+
 Example:
     >>> hub = write_simulated_hub("sim_cache", variant="tiny", texts=["no acute disease"] * 10)  # doctest: +SKIP
     >>> CxrMtClipModel.from_backbone(hub.biomedclip_id, cache_dir=hub.cache_dir)  # doctest: +SKIP
