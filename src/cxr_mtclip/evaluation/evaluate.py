@@ -158,7 +158,7 @@ def evaluate_models(
         if tsne:
             png = output / f"tsne_{slug}.png"
             plot_tsne(arrays["fused_embeds"], labels, png, f"{name}: fused embeddings ({counts['evaluated']} studies)",
-                      seed=seed)
+                      seed=seed, data_note=data_note)
             entry["tsne_png"] = png.name
         per_model[name] = entry
 

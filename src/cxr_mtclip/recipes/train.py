@@ -426,7 +426,8 @@ def run_training(
             if values:
                 write_json(output_dir / name, values, allow_nan=True, sort_keys=True)
         if any("loss" in entry for entry in trainer.state.log_history):  # a run too short to log has no curve
-            plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME)
+            plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME,
+                             data_note=data_note(train_dataset, "training data"))
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         data = DataDescription(
             provenance=data_provenance(splits),

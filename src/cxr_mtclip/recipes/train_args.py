@@ -167,8 +167,9 @@ def short_help_parser(prog: str = "cxr-mtclip train") -> CliParser:
 
 
 def preflight(argv: Sequence[str], *, prog: str = "cxr-mtclip train") -> None:
-    """Check what the flags alone can tell before anything loads: a misspelt common flag, the data source, the
-    output folder, Hub access with --push_to_hub. Raises ValueError / FileNotFoundError with the fix.
+    """Check what the flags alone can tell before anything loads: the data source, the output folder, Hub access
+    with --push_to_hub. Raises ValueError / FileNotFoundError with the fix. Flags this light parser does not list
+    (every other TrainingArguments flag, or a misspelt one) are left to transformers' parser.
 
     Example:
         >>> preflight(["--dataset", "data/nope", "--output_dir", "runs/x"])  # doctest: +SKIP
@@ -180,19 +181,14 @@ def preflight(argv: Sequence[str], *, prog: str = "cxr-mtclip train") -> None:
     if len(argv) == 1 and argv[0].endswith(".json"):
         return  # flags from a file: checked by run_training once parsed
     parser = short_help_parser(prog)
-    known = list(parser._option_string_actions)
-    from ..argparsing import misspelt_flags
-
-    for flag, match in misspelt_flags(known, argv):
-        if match is not None:
-            raise ValueError(f"unrecognized argument {flag}: did you mean {match}?")
     try:
-        args, _ = parser.parse_known_args(argv)
+        args, unknown = parser.parse_known_args(argv)
     except SystemExit:  # a bad value for a known flag: transformers' parser reports it with its own message
         return
     if args.dataset:
         check_dataset_source(args.dataset)
-    elif not args.phantoms:
+    elif not args.phantoms and not any(token.startswith("-") for token in unknown):
+        # (a flag this parser does not list may be a misspelt --dataset: transformers' parser names it first)
         raise ValueError("no data: pass --dataset FOLDER (from `cxr-mtclip build-dataset`) or a Hub dataset id, "
                          "or --phantoms N for synthetic studies")
     output_dir = args.output_dir or "trainer_output"  # transformers' default
