@@ -273,8 +273,19 @@ def _hits(scores: Any, examples: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def open_query_image(path: str | os.PathLike) -> Any:
+    """A query image through `open_image` (the opener every path shares); CliError naming the file otherwise."""
     from .data.images import open_image
+
+    try:
+        return open_image(path)
+    except ValueError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise CliError(f"{path}: not a readable image; expected PNG, JPEG, DICOM or another format PIL reads "
+                       f"({reason})") from err
+
+
+def cmd_search(args: argparse.Namespace) -> int:
     from .data.schema import data_note
 
     if (args.image is None) == (args.text is None):
@@ -283,7 +294,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.image is not None:
         if not args.image.is_file():
             raise CliError(f"{args.image}: no such file")
-        image = open_image(args.image)
+        image = open_query_image(args.image)
         scores, examples = retriever.search_by_image(image, k=args.k, mode=args.mode)
     else:
         scores, examples = retriever.search_by_text(args.text, k=args.k, mode=args.mode)
@@ -517,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     try:
         with _cli_warnings():
-            if args.command not in ("build-dataset", *_PASSTHROUGH):  # train/evaluate register after their checks
+            if args.command not in ("build-dataset", "demo", *_PASSTHROUGH):  # these register after their checks
                 _register_auto_classes()
             return int(args.func(args) or 0)
     except SystemExit as exit_:
