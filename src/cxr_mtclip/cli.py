@@ -480,9 +480,21 @@ _PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {"train": cmd_tra
 
 @contextlib.contextmanager
 def _quiet_progress(quiet: bool) -> Iterator[None]:
-    """No `datasets` progress bars within the block when `quiet` (datasets only: loads in well under a second)."""
+    """No `datasets` progress bars within the block when `quiet`. Without importing datasets when it is not loaded
+    yet (``--help`` must not wait for it): its switch is then the environment variable it reads at import."""
     if not quiet:
         yield
+        return
+    if "datasets" not in sys.modules:
+        previous = os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS")
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+            else:
+                os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = previous
         return
     import datasets
 
@@ -527,7 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     try:
-        with _cli_warnings():
+        # datasets' own bars (unlabelled "0/1 it" while FAISS adds vectors, "Flattening the indices") say nothing
+        # outside a build; the package's bars (embedding, training, rendering phantoms) are labelled and stay
+        with _cli_warnings(), _quiet_progress(args.command != "build-dataset"):
             if args.command not in ("build-dataset", "demo", *_PASSTHROUGH):  # these register after their checks
                 _register_auto_classes()
             return int(args.func(args) or 0)

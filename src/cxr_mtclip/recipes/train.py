@@ -139,7 +139,7 @@ def load_training_data(data_args: DataArguments, *, seed: int, image_size: int =
     elif data_args.phantoms:
         from ..data import make_phantom_openi, split_openi
 
-        studies = make_phantom_openi(data_args.phantoms, seed=seed, image_size=image_size)
+        studies = make_phantom_openi(data_args.phantoms, seed=seed, image_size=image_size, show_progress=True)
         splits = split_openi(studies, seed=seed, test_per_class=data_args.test_per_class, val_fraction=data_args.val_fraction)
     else:
         raise ValueError("no data: pass --dataset (DatasetDict folder or Hub id) or --phantoms N")

@@ -187,8 +187,8 @@ def check_resume(checkpoint: str | os.PathLike | None, model: Any) -> None:
         return
     folder = Path(checkpoint)
     ours = trainable_parameter_names(model)
-    fix = (f"resume with the checkpoint's freeze flags (its config.json: trainable_image_blocks, "
-           f"trainable_text_blocks) or start a new run in another --output_dir")
+    fix = ("resume with the checkpoint's freeze flags (its config.json: trainable_image_blocks, "
+           "trainable_text_blocks) or start a new run in another --output_dir")
     saved_file = folder / TRAINABLE_PARAMETERS_NAME
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text(encoding="utf-8")).get("trainable_parameters", [])
