@@ -51,6 +51,8 @@ class ModelArguments:
         default=None, metadata={"help": "Last ViT blocks trained, -1 all (default: config, 1)."})
     trainable_text_blocks: int | None = field(
         default=None, metadata={"help": "Last BERT layers trained, -1 all (default: config, 1)."})
+    train_logit_scale: bool | None = field(
+        default=None, metadata={"help": "Train the CLIP logit scale, clamped to [0, ln 100] (default: frozen, as the paper)."})
     cache_dir: str | None = field(default=None, metadata={"help": "huggingface_hub cache folder (default: HF_HOME's)."})
 
     def config_overrides(self) -> dict[str, Any]:
