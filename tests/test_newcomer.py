@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_mtclip.cli import build_parser, format_build_summary, main
+from cxr_mtclip.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["build-dataset", "train", "embed", "index", "search", "evaluate", "demo", "serve"]
@@ -443,6 +443,7 @@ def test_build_that_keeps_no_study_fails_and_saves_nothing(tmp_path, capsys):
 
 
 def test_build_summary_prints_every_field_the_summary_holds():
+    from cxr_mtclip.cli import format_build_summary
     from cxr_mtclip.data import OpenISummary
 
     @dataclasses.dataclass
@@ -609,3 +610,30 @@ def test_the_readme_states_the_demo_time_it_was_measured_at():
     assert default["verdict"] == "PASS"
     minutes = re.search(r"about (\d+) minutes? on 2 CPU cores", readme)
     assert minutes and default["wall_s"] <= int(minutes.group(1)) * 60 * 1.0
+
+
+def test_the_light_training_flags_match_the_real_ones():
+    """`train --help` reads a light copy of the main training flags; it must say what the real parser does."""
+    from transformers import HfArgumentParser
+
+    import cxr_mtclip.recipes.train as recipe
+    from cxr_mtclip.recipes.train_args import BIOMEDCLIP, TRAINING_FLAGS, DataArguments, ModelArguments, short_help_parser
+    from cxr_mtclip.registry import BIOMEDCLIP_HUB_ID
+    from cxr_mtclip.training import CONFIG_OVERRIDE_KEYS, CxrMtClipTrainingArguments
+
+    assert recipe.ModelArguments is ModelArguments and recipe.DataArguments is DataArguments
+    assert BIOMEDCLIP == BIOMEDCLIP_HUB_ID
+    real = {f.name: f for f in dataclasses.fields(CxrMtClipTrainingArguments)}
+    assert set(CONFIG_OVERRIDE_KEYS) <= {f.name for f in dataclasses.fields(ModelArguments)} | set(real)
+    for name, (_, default, _) in TRAINING_FLAGS.items():
+        field = real[name]
+        assert field.default == default, f"--{name}: --help says {default!r}, TrainingArguments {field.default!r}"
+    full = HfArgumentParser((ModelArguments, DataArguments, CxrMtClipTrainingArguments))._option_string_actions
+    light = short_help_parser()._option_string_actions
+    assert set(light) - {"-h", "--help", "--help-all"} <= set(full)
+    from cxr_mtclip.losses import DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ModelArguments)}
+    for key, value in PAPER_LOSS_WEIGHTS.items():
+        assert f"paper {value}" in helps[key]
+    assert str(DEFAULT_SUPCON_TEMPERATURE) in helps["supcon_temperature"]

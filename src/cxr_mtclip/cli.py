@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="where tables, plots and the model go")
     p.add_argument("--openi", type=_existing_dir, default=None, help="pair phantoms with real OpenI reports from this folder")
     p.add_argument("--n-studies", type=_positive_int, default=None,
-                   help="phantom studies before the split (default: 1200)")
+                   help="phantom studies before the split, 200 or more (default: 1200)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="training epochs (default: 60, more for a small --n-studies: at least 300 optimiser steps)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the model")
