@@ -1,6 +1,6 @@
 """Build the OpenI chest X-ray DatasetDict from an NLM / Kaggle / ../shared/openi source.
 
-    python dataset_scripts/build_openi.py SRC --out DIR [--reports-only] [--strict] [--seed N]
+    python dataset_scripts/build_openi.py SRC --out DIR [--reports-only] [--strict] [--drop-no-indexing] [--seed N]
         [--format arrow|parquet] [--overwrite] [--push-to-hub REPO] [--cache-dir DIR]
 
 SRC is a folder holding NLMCXR_reports.tgz (+ NLMCXR_png.tgz / NLMCXR_dcm.tgz) or their extracted
@@ -21,6 +21,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--reports-only", action="store_true", help="keep studies with report text but no image")
     parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping it")
+    parser.add_argument("--drop-no-indexing", action="store_true",
+                        help="drop the 'No Indexing' studies (default: keep them, labelled abnormal as in the paper)")
     parser.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     parser.add_argument("--test-per-class", type=int, default=200, help="test studies per label (default 200)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share of the rest (default 0.1)")
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             reports_only=args.reports_only,
             strict=args.strict,
+            drop_no_indexing=args.drop_no_indexing,
             seed=args.seed,
             test_per_class=args.test_per_class,
             val_fraction=args.val_fraction,

@@ -129,7 +129,7 @@ LOSSES = {name for name in MODULES if name.startswith("cxr_mtclip.losses")}
     ("cxr_mtclip.evaluation.finding_metrics", {"cxr_mtclip.evaluation.statistics"}),
     ("cxr_mtclip.utils", set()),
     ("cxr_mtclip.registry", set()),
-    ("cxr_mtclip.data.schema", set()),
+    ("cxr_mtclip.data.schema", {"cxr_mtclip.data.findings"}),  # the finding_labels column type
     ("cxr_mtclip.evaluation.statistics", set()),
     ("cxr_mtclip.evaluation.metrics", {"cxr_mtclip.evaluation.statistics"}),
 ])
