@@ -42,11 +42,13 @@ from ..retrieval.embedding import (
     EMBEDDING_COLUMNS,
     LOGITS_COLUMN,
     embed_dataset,
+    embed_reports,
     embedding_model_fingerprint,
     present_mask,
 )
 from ..retrieval.index import build_index
 from ..utils import json_safe
+from .finding_results import evaluate_findings, finding_columns, finding_query_texts, findings_markdown
 from .metrics import (
     DIRECTIONS,
     PAPER_EXCLUDED,
@@ -95,6 +97,7 @@ def evaluate_models(
     image_column: str = "image",
     text_column: str = "report",
     label_column: str = "label",
+    finding_column: str = "finding_labels",
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Embed `dataset` with each model, compute every metric, write results.json, results.md and t-SNE PNGs.
@@ -107,6 +110,8 @@ def evaluate_models(
         data_note: where the data came from (e.g. "synthetic phantom images"); heads every table.
         seed: seeds the bootstrap CIs and the t-SNE.
         n_boot: bootstrap resamples per metric (0 = no confidence intervals).
+        finding_column: multi-label findings; when the split has it, each model also gets a ``findings`` entry
+            (`cxr_mtclip.evaluation.finding_results.evaluate_findings`) and results.md a findings section.
 
     Returns the content of results.json (NaN written as null).
 
@@ -145,6 +150,7 @@ def evaluate_models(
         )
     labels = np.asarray(evaluable[label_column], dtype=np.int64)
     texts = list(evaluable[text_column])
+    findings = finding_columns(evaluable, finding_column) if finding_column in evaluable.column_names else None
 
     per_model: dict[str, Any] = {}
     for (name, (model, processor)), slug in zip(models.items(), slugs):
@@ -156,6 +162,12 @@ def evaluate_models(
         entry = _evaluate_one(arrays, labels, texts, protocols, ks, seed, n_boot)
         entry["fingerprint"] = embedding_model_fingerprint(embedded)
         entry["index_check"] = _index_agreement(embedded, arrays, protocols, show_progress)
+        if findings is not None:
+            queries = finding_query_texts(findings[2])
+            entry["findings"] = evaluate_findings(
+                arrays, *findings, ks=ks, seed=seed, n_boot=n_boot,
+                query_embeds=None if queries is None else embed_reports(model, processor, queries),
+            )
         if tsne:
             png = output / f"tsne_{slug}.png"
             plot_tsne(arrays["fused_embeds"], labels, png, f"{name}: fused embeddings ({counts['evaluated']} studies)",
@@ -174,7 +186,7 @@ def evaluate_models(
         "models": per_model,
     })
     atomic_write_text(output / "results.json", json.dumps(results, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    atomic_write_text(output / "results.md", results_markdown(results))
+    atomic_write_text(output / "results.md", results_markdown(results) + findings_markdown(results))
     return results
 
 
@@ -379,5 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys = [k for k in ("image_to_text/accuracy@1", "text_to_image/accuracy@1", "image_to_text/precision@5") if k in metrics]
             summary = ", ".join(f"{k}={format_number(metrics[k], missing='n/a')}" for k in keys)
             print(f"  {name} [{protocol_name}]: {summary}")
+        for protocol_name, metrics in entry.get("findings", {}).get("retrieval", {}).items():
+            keys = [k for k in metrics if k.endswith("/macro") and "finding_precision@" in k]
+            print(f"  {name} [findings, {protocol_name}]: "
+                  + ", ".join(f"{k}={format_number(metrics[k], missing='n/a')}" for k in keys))
     print(f"wrote {output / 'results.json'}, {output / 'results.md'}")
     return 0
