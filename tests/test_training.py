@@ -149,7 +149,9 @@ def test_parse_training_args_reads_the_three_groups(tmp_path):
 def test_collator_applies_the_processor(phantom_splits, tiny_processor):
     rows = [phantom_splits["train"][i] for i in range(3)]
     batch = CxrMtClipDataCollator(tiny_processor)(rows)
-    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels"}
+    # phantoms carry finding_labels (issue 18): the batch has their multi-hot matrix and known mask too
+    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "finding_labels", "finding_known"}
+    assert batch["finding_labels"].shape == (3, 32) and batch["finding_known"].dtype == torch.bool
     assert batch["pixel_values"].shape == (3, 3, 64, 64)
     assert batch["labels"].tolist() == [row["label"] for row in rows]
     expected = tiny_processor(images=[r["image"] for r in rows], text=[r["report"] for r in rows])

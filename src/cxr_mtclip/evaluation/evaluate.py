@@ -40,6 +40,7 @@ from ..hub import load_model_and_processor
 from ..registry import is_registered
 from ..retrieval.embedding import (
     EMBEDDING_COLUMNS,
+    FINDING_LOGITS_COLUMN,
     LOGITS_COLUMN,
     embed_dataset,
     embed_reports,
@@ -154,11 +155,14 @@ def evaluate_models(
 
     per_model: dict[str, Any] = {}
     for (name, (model, processor)), slug in zip(models.items(), slugs):
+        # the head's AUC when the model's findings are the split's, in the same order
+        same = findings is not None and list(getattr(model.config, "finding_names", None) or []) == findings[2]
+        head = (FINDING_LOGITS_COLUMN,) if same else ()
         embedded = embed_dataset(
-            model, processor, evaluable, batch_size=batch_size, columns=(*EMBEDDING_COLUMNS, LOGITS_COLUMN),
+            model, processor, evaluable, batch_size=batch_size, columns=(*EMBEDDING_COLUMNS, LOGITS_COLUMN, *head),
             image_column=image_column, text_column=text_column, show_progress=show_progress,
         )
-        arrays = _numpy_columns(embedded, (*EMBEDDING_COLUMNS, LOGITS_COLUMN))
+        arrays = _numpy_columns(embedded, (*EMBEDDING_COLUMNS, LOGITS_COLUMN, *head))
         entry = _evaluate_one(arrays, labels, texts, protocols, ks, seed, n_boot)
         entry["fingerprint"] = embedding_model_fingerprint(embedded)
         entry["index_check"] = _index_agreement(embedded, arrays, protocols, show_progress)
@@ -167,6 +171,7 @@ def evaluate_models(
             entry["findings"] = evaluate_findings(
                 arrays, *findings, ks=ks, seed=seed, n_boot=n_boot,
                 query_embeds=None if queries is None else embed_reports(model, processor, queries),
+                finding_logits=arrays.get(FINDING_LOGITS_COLUMN),
             )
         if tsne:
             png = output / f"tsne_{slug}.png"
