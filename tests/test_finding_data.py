@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import DatasetCard
-from test_data import REPO_ROOT, all_rows, frontal_png, lateral_png, nlm_png_source, nlm_xml, quiet_load
+from test_data import REPO_ROOT, all_rows, frontal_png, lateral_png, nlm_png_source, quiet_load
 
 from cxr_mtclip.data import (
     OPENI_FEATURES,

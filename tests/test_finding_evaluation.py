@@ -4,7 +4,6 @@ checked against naive loops over the same model's embeddings; the trainer's eval
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
