@@ -45,6 +45,8 @@ __all__ = [
     "finding_classification_metrics",
     "finding_query_result",
     "finding_retrieval_result",
+    "macro_rows",
+    "micro_rows",
 ]
 
 _CHUNK_ELEMENTS = 1 << 22
@@ -298,9 +300,9 @@ def finding_bootstrap_cis(
             matrix = result.per_query_finding[stem]
             contributing = ~np.isnan(matrix).all(axis=1)
             if tail == "macro":
-                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, _macro_rows)
+                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, macro_rows)
             elif tail == "micro":
-                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, _micro_rows)
+                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, micro_rows)
             else:
                 column = matrix[:, result.names.index(tail)]
                 cis[key] = _ci_or_nan(column, ~np.isnan(column), n_boot, alpha, seed, estimate)
@@ -408,8 +410,15 @@ def _ci_or_nan(values, contributing, n_boot, alpha, seed, estimate, statistic=No
     return float(est), lo, hi
 
 
-def _macro_rows(*columns: np.ndarray) -> np.ndarray:
-    """`_macro` of every resample at once: columns are (resamples, queries) arrays, one per finding."""
+def macro_rows(*columns: np.ndarray) -> np.ndarray:
+    """The macro average of every row at once: ``columns`` are (rows, queries) arrays, one per finding, NaN where a
+    query does not carry the finding; per row, the mean over findings of each finding's mean over its queries
+    (findings without a query are skipped). A statistic for `cxr_mtclip.evaluation.statistics.seed_query_bootstrap`.
+
+    Example:
+        >>> float(macro_rows(np.array([[1.0, 0.0, np.nan]]), np.array([[np.nan, np.nan, 1.0]]))[0])
+        0.75
+    """
     samples = np.stack(columns, axis=-1)  # (resamples, queries, findings)
     present = ~np.isnan(samples)
     counts = present.sum(axis=1)
@@ -417,8 +426,13 @@ def _macro_rows(*columns: np.ndarray) -> np.ndarray:
     return nanmean_rows(np.where(counts > 0, means, np.nan))
 
 
-def _micro_rows(*columns: np.ndarray) -> np.ndarray:
-    """`_micro` of every resample at once."""
+def micro_rows(*columns: np.ndarray) -> np.ndarray:
+    """The micro average of every row at once: the mean of all non-NaN (query, finding) values of the row.
+
+    Example:
+        >>> float(micro_rows(np.array([[1.0, 0.0, np.nan]]), np.array([[np.nan, np.nan, 1.0]]))[0])
+        0.6666666666666666
+    """
     samples = np.stack(columns, axis=-1)
     return nanmean_rows(samples.reshape(samples.shape[0], -1))
 
