@@ -315,11 +315,14 @@ def _training_args(work: Path, *, backbone_is_random: bool, epochs: float, batch
     if backbone_is_random:
         return demo_training_arguments(work, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate or 3e-3,
                                        seed=seed, logging_steps=10, verbose=False)
+    import torch
+
     extra = {} if learning_rate is None else {"learning_rate": learning_rate}
     return CxrMtClipTrainingArguments(  # the paper's recipe (two learning rates, warm-up + cosine)
         output_dir=str(work), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size, eval_strategy="no", save_strategy="no", report_to="none", seed=seed,
-        data_seed=seed, dataloader_drop_last=True, disable_tqdm=True, metric_for_best_model=None, **extra,
+        data_seed=seed, dataloader_drop_last=True, disable_tqdm=True, metric_for_best_model=None,
+        dataloader_pin_memory=torch.cuda.is_available(), **extra,
     )
 
 
