@@ -237,3 +237,68 @@ def test_transformers_5_is_required_for_the_warmup_ratio(tmp_path):
     assert int(transformers.__version__.split(".")[0]) >= 5
     args = CxrMtClipTrainingArguments(output_dir=str(tmp_path))
     assert args.warmup_steps == 0.1 and args.get_warmup_steps(2000) == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 9 (part): the best-checkpoint metric and the HPO objective name their protocol
+# ----------------------------------------------------------------------------------------------
+
+
+def test_best_checkpoint_metric_and_hpo_objective_name_their_protocol(tmp_path):
+    from transformers import EvalPrediction
+
+    from cxr_mtclip.training import compute_retrieval_metrics
+    from cxr_mtclip.training.hpo import OBJECTIVE_METRIC, best_hyperparameters_record, default_objective
+
+    args = CxrMtClipTrainingArguments(output_dir=str(tmp_path))
+    assert args.metric_for_best_model.startswith("cross-modal/")
+    image = torch.eye(4).numpy()
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=(torch.zeros(4).numpy(), image, image[[1, 0, 2, 3]]),
+                                                       label_ids=torch.tensor([0, 1, 1, 0]).numpy()), ks=(1,))
+    assert metrics[args.metric_for_best_model] == default_objective(metrics) == 0.5
+    assert OBJECTIVE_METRIC == f"eval_{args.metric_for_best_model}"
+    record = best_hyperparameters_record(0.5, 1, {"clip_weight": 0.3})
+    assert record["protocol"] == "cross-modal" and "cross-modal" in record["objective_definition"]
+    assert record["objective_metric"] == "eval_cross-modal/mean_accuracy@1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 3: no own-pair floor; the own-pair analysis reports the measured scores
+# ----------------------------------------------------------------------------------------------
+
+
+def test_own_pair_scores_are_measured_and_can_fall_below_sqrt_half():
+    import numpy as np
+
+    from cxr_mtclip.evaluation.evaluate import _evaluate_one
+
+    rng = np.random.default_rng(0)
+    n = 60
+    image = rng.normal(size=(n, 16))
+    text = -image + 0.6 * rng.normal(size=(n, 16))  # anti-aligned pairs, as an untrained CLIP stand-in can give
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    fused = (image + text) / np.linalg.norm(image + text, axis=1, keepdims=True)
+    arrays = {"image_embeds": image, "text_embeds": text, "fused_embeds": fused, "logits": np.zeros(n)}
+    entry = _evaluate_one(arrays, np.arange(n) % 2, [f"r{i}" for i in range(n)], ["cross-modal", "paper"], (1, 5), 0, 0)
+    cosine = np.sum(image * text, axis=1)
+    expected = np.sqrt((1 + cosine) / 2)  # the own-pair score: 0 for an anti-aligned pair, no sqrt(1/2) floor
+    for direction in ("image_to_text", "text_to_image"):
+        match = entry["self_match"][direction]
+        assert "own_pair_score_floor" not in match
+        own = match["own_pair_score"]
+        assert own["min"] == pytest.approx(expected.min()) and own["median"] == pytest.approx(np.median(expected))
+        assert own["min"] < math.sqrt(0.5) and own["max"] == pytest.approx(expected.max())
+        assert match["pair_cosine"]["min"] == pytest.approx(cosine.min()) and cosine.min() < 0
+
+
+def test_no_text_claims_an_own_pair_floor():
+    claims = re.compile(r"own_pair_score_floor|(>=|at least|floor[^.]{0,40})\s*`*sqrt\(1/2\)")
+    offenders = []
+    for folder in ("src", "docs", "examples", "scripts"):
+        for path in (REPO_ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".json") and claims.search(path.read_text(encoding="utf-8")):
+                offenders.append(str(path.relative_to(REPO_ROOT)))
+    if claims.search((REPO_ROOT / "README.md").read_text(encoding="utf-8")):
+        offenders.append("README.md")
+    assert offenders == []
