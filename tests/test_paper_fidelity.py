@@ -302,3 +302,56 @@ def test_no_text_claims_an_own_pair_floor():
     if claims.search((REPO_ROOT / "README.md").read_text(encoding="utf-8")):
         offenders.append("README.md")
     assert offenders == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 1: paper_results.json holds the paper's Tables I-III in the paper's layout
+# ----------------------------------------------------------------------------------------------
+
+SHARED_TABLES = REPO_ROOT.parent / "shared" / "paper" / "tables.json"
+_SHARED_TABLE = {"I": "table_I_cross_modal_retrieval_accuracy", "II": "table_II_image_to_text_precision_by_binary_label",
+                 "III": "table_III_text_to_image_precision_by_binary_label"}
+_SHARED_MODEL = {"biomedclip_fine_tuned": "fine_tuned", "biomedclip_zero_shot": "biomedclip", "clip": "clip"}
+
+
+def _shared_metric(label: str) -> str:
+    """The tables.json name of a row label (tables.json keeps the paper's names: precision@k, f1, roc_auc, map)."""
+    fixed = {"F1 score": "f1", "ROC AUC": "roc_auc", "mAP": "map"}
+    if label in fixed:
+        return fixed[label]
+    name, k = label.rsplit("@", 1)
+    return {"Accuracy": "accuracy", "Similarity score": "mean_cosine", "Mean similarity score": "mean_cosine",
+            "Precision": "precision"}[name] + f"@{k}"
+
+
+def test_paper_results_match_the_shared_paper_tables_cell_by_cell():
+    if not SHARED_TABLES.is_file():
+        pytest.skip(f"{SHARED_TABLES} not found: the paper's tables live in ../shared/paper beside the checkout")
+    from cxr_mtclip.recipes.paper_comparison import load_paper_results, paper_cells
+
+    shared = json.loads(SHARED_TABLES.read_text(encoding="utf-8"))
+    ours = paper_cells(load_paper_results(REPO_ROOT / "examples" / "paper_results.json"))
+    expected = {}
+    for number, name in _SHARED_TABLE.items():
+        table = shared[name]
+        by_direction = table if number == "I" else {"image_to_text" if number == "II" else "text_to_image": table}
+        for direction, models in by_direction.items():
+            for model, ours_model in ((v, k) for k, v in _SHARED_MODEL.items()):
+                for metric, value in models[model].items():
+                    expected[(number, direction, ours_model, metric)] = value
+    got = {(number, key.split("/")[0], model, _shared_metric(key.split("/", 1)[1])): value
+           for (number, key, model), value in ours.items()}
+    assert set(got) == set(expected)
+    mismatches = {cell: (got[cell], expected[cell]) for cell in expected if got[cell] != expected[cell]}
+    assert mismatches == {}
+    assert len(got) == 114  # 3 models x (16 + 11 + 11) rows
+
+
+def test_paper_row_labels_map_to_the_paper_compatible_keys():
+    from cxr_mtclip.recipes.paper_comparison import paper_row_key
+
+    assert [paper_row_key(label) for label in ("Accuracy@10", "Similarity score@1", "Precision@5", "F1 score",
+                                               "ROC AUC", "mAP")] == [
+        "accuracy@10", "mean_cosine@1", "label_hit_rate@5", "f1@1", "roc_auc_top1_score", "map_top1_score"]
+    with pytest.raises(ValueError, match="unknown row label"):
+        paper_row_key("Recall@1")
