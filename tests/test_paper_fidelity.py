@@ -15,10 +15,9 @@ from transformers import TrainerCallback
 
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
 from cxr_mtclip.losses import PAPER_LOSS_WEIGHTS, CompositeLoss
-from cxr_mtclip.modeling_cxr_mtclip import LOGIT_SCALE_MAX
 from cxr_mtclip.training import CxrMtClipTrainer, CxrMtClipTrainingArguments, parameter_groups
-from cxr_mtclip.training.trainer import LogitScaleClampCallback
 
+LOGIT_SCALE_MAX = math.log(100)  # open_clip's clamp: a CLIP multiplier of at most 100
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC = REPO_ROOT / "src" / "cxr_mtclip"
 
@@ -132,6 +131,8 @@ def test_trainable_logit_scale_is_clamped_after_every_optimizer_step(tmp_path, s
         recorder = PushLogitScale(sign)
         trainer = make_trainer(model, tmp_path / f"{bound}-{clamp}", steps=10, callbacks=[recorder])
         if not clamp:
+            from cxr_mtclip.training.trainer import LogitScaleClampCallback
+
             trainer.remove_callback(LogitScaleClampCallback)
         trainer.train()
         return recorder.after_step
@@ -355,3 +356,30 @@ def test_paper_row_labels_map_to_the_paper_compatible_keys():
         "accuracy@10", "mean_cosine@1", "label_hit_rate@5", "f1@1", "roc_auc_top1_score", "map_top1_score"]
     with pytest.raises(ValueError, match="unknown row label"):
         paper_row_key("Recall@1")
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 2 (wiring): the paper-compatible keys reach the Trainer's metrics and the model card's model-index
+# ----------------------------------------------------------------------------------------------
+
+
+def test_paper_compatible_keys_reach_the_model_index():
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from cxr_mtclip.model_card import DataDescription, eval_results
+    from cxr_mtclip.training import compute_retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    image, text = rng.normal(size=(12, 8)), rng.normal(size=(12, 8))
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=(rng.normal(size=12), image, text),
+                                                       label_ids=np.arange(12) % 2))
+    for key in ("image_to_text/label_hit_rate@5", "text_to_image/f1@1", "image_to_text/roc_auc_top1_score",
+                "text_to_image/map_top10_mean_score", "image_to_text/precision@5", "image_to_text/roc_auc"):
+        assert key in metrics, key
+    entries, split = eval_results({f"test_{k}": v for k, v in metrics.items()}, DataDescription("synthetic", "phantoms"))
+    names = {entry.metric_name: entry for entry in entries}
+    assert split == "test" and "image_to_text/label_hit_rate@5" in names and "text_to_image/f1@1" in names
+    assert names["image_to_text/roc_auc_top1_score"].metric_value == pytest.approx(
+        metrics["image_to_text/roc_auc_top1_score"])
+    assert "cross-modal" in names["image_to_text/label_hit_rate@5"].task_name  # the card names the protocol

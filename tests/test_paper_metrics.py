@@ -9,8 +9,6 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from cxr_mtclip.evaluation import compute_retrieval_result, retrieval_bootstrap_cis
-from cxr_mtclip.evaluation.paper_metrics import PAPER_COMPATIBLE_KEYS, query_score_statistic
-from cxr_mtclip.evaluation.statistics import average_precision_rows
 
 # Four queries (labels normal, abnormal, normal, abnormal) against a gallery of ten studies: A-E carry the
 # similarities below, F-J score 0 for every query (distractors: they fill the top 10, never the top 5).
@@ -80,6 +78,8 @@ def test_query_label_auc_and_ap_of_the_top_1_and_top_10_mean_scores(result):
 
 
 def test_every_paper_compatible_key_sits_beside_its_standard_metric(result):
+    from cxr_mtclip.evaluation.paper_metrics import PAPER_COMPATIBLE_KEYS
+
     for standard, paper in PAPER_COMPATIBLE_KEYS.items():
         for k in (1, 3, 5):
             assert standard.replace("@k", f"@{k}") in result.metrics
@@ -107,11 +107,15 @@ def test_one_class_of_queries_gives_nan_not_an_error():
 
 
 def test_query_score_statistic_parses_only_score_keys():
+    from cxr_mtclip.evaluation.paper_metrics import query_score_statistic
+
     assert query_score_statistic("roc_auc_top1_score")[0] == "top1"
     assert query_score_statistic("roc_auc") is None and query_score_statistic("map_top5_score") is None
 
 
 def test_average_precision_rows_is_sklearns_with_ties():
+    from cxr_mtclip.evaluation.statistics import average_precision_rows
+
     rng = np.random.default_rng(0)
     for _ in range(200):
         n = int(rng.integers(2, 40))
