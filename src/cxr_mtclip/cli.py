@@ -169,8 +169,8 @@ def _hits(scores: Any, examples: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .data.images import open_image
     from .data.schema import data_note
-    from .retrieval.serve import decode_upload
 
     if (args.image is None) == (args.text is None):
         raise CliError("give exactly one of --image PATH or --text REPORT")
@@ -178,7 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.image is not None:
         if not args.image.is_file():
             raise CliError(f"{args.image}: no such file")
-        image = decode_upload(args.image.read_bytes(), str(args.image))
+        image = open_image(args.image)
         scores, examples = retriever.search_by_image(image, k=args.k, mode=args.mode)
     else:
         scores, examples = retriever.search_by_text(args.text, k=args.k, mode=args.mode)
