@@ -131,7 +131,7 @@ def test_training_arguments_follow_the_paper(tmp_path):
     assert args.num_train_epochs == 20 and args.per_device_train_batch_size == 128
     assert "adamw" in str(args.optim.value) and args.remove_unused_columns is False
     assert args.report_to in ("none", ["none"], [])
-    assert args.metric_for_best_model == "retrieval/mean_accuracy@1" and args.greater_is_better is True
+    assert args.metric_for_best_model == "cross-modal/mean_accuracy@1" and args.greater_is_better is True
     with pytest.raises(ValueError, match="head_learning_rate"):
         CxrMtClipTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0)
 
@@ -204,7 +204,7 @@ def test_compute_retrieval_metrics_on_known_embeddings():
     metrics = compute_retrieval_metrics(pred, ks=(1, 5, 10))  # cut-offs above 4 are dropped
     assert metrics["image_to_text/accuracy@1"] == 0.5 and metrics["text_to_image/accuracy@1"] == 0.5
     assert "image_to_text/accuracy@5" not in metrics
-    assert metrics["retrieval/mean_accuracy@1"] == 0.5
+    assert metrics["cross-modal/mean_accuracy@1"] == 0.5
     assert metrics["classification/accuracy"] == 0.75
 
 
@@ -455,6 +455,7 @@ def test_hyperparameter_search_two_trials_and_final_run_uses_best_weights(datase
 
     best = json.loads((out / "best_hyperparameters.json").read_text())
     assert best["objective"] == max(t["objective"] for t in trials)
+    assert best["protocol"] == "cross-modal" and best["objective_metric"] == "eval_cross-modal/mean_accuracy@1"
     best_trial = trials[best["trial"]]
     assert best["hyperparameters"] == {k: best_trial[k] for k in HP_SEARCH_RANGES}
     assert result.best_hyperparameters == best["hyperparameters"]
