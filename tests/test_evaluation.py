@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from cxr_mtclip.evaluation import (
     SCORE_DECIMALS,
@@ -44,7 +45,8 @@ def naive_retrieval(q, g, q_labels, g_labels, ks, *, texts=None, query_texts=Non
     dedup = {k: [] for k in ks}
     cos = {k: [] for k in ks}
     prec = {k: [] for k in ks}
-    votes = []
+    hit = {k: [] for k in ks}
+    votes, top1_labels, top1_scores, top10_means = [], [], [], []
     for i, qi in enumerate(q):
         candidates = [j for j in range(len(g)) if not (exclude_self and j == i)]
         score = {j: float(np.round(sum(a * b for a, b in zip(qi, g[j])), SCORE_DECIMALS)) for j in candidates}
@@ -58,6 +60,10 @@ def naive_retrieval(q, g, q_labels, g_labels, ks, *, texts=None, query_texts=Non
                 dedup[k].append(float(any(j == i or normalise_report_text(texts[j]) == target for j in top)))
             cos[k].append(sum(score[j] for j in top) / k)
             prec[k].append(sum(relevant[:k]) / k)
+            hit[k].append(float(any(relevant[:k])))
+        top1_labels.append(g_labels[ranking[0]])
+        top1_scores.append(score[ranking[0]])
+        top10_means.append(sum(score[j] for j in ranking[:10]) / 10 if len(ranking) >= 10 else math.nan)
         n_rel = sum(relevant)
         if n_rel:
             hits, total = 0, 0.0
@@ -88,12 +94,20 @@ def naive_retrieval(q, g, q_labels, g_labels, ks, *, texts=None, query_texts=Non
         out.update({f"accuracy_dedup@{k}": mean(dedup[k]) for k in ks})
     out.update({f"mean_cosine@{k}": mean(cos[k]) for k in ks})
     out.update({f"precision@{k}": mean(prec[k]) for k in ks})
+    out.update({f"label_hit_rate@{k}": mean(hit[k]) for k in ks})  # paper-compatible (docs/metrics.md)
     tp = sum(1 for t, p in zip(q_labels, votes) if t == 1 and p == 1)
     fp = sum(1 for t, p in zip(q_labels, votes) if t == 0 and p == 1)
     fn = sum(1 for t, p in zip(q_labels, votes) if t == 1 and p == 0)
     out["f1"] = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan
     out["roc_auc"] = mean(per["roc_auc"])
     out["map"] = mean(per["map"])
+    # paper-compatible readings (docs/metrics.md), against scikit-learn itself
+    out["f1@1"] = float(f1_score(q_labels, top1_labels, pos_label=1, zero_division=np.nan))
+    readings = {"top1": top1_scores} | ({"top10_mean": top10_means} if len(g) - int(exclude_self) >= 10 else {})
+    for name, values in readings.items():
+        both = len(set(q_labels)) == 2
+        out[f"roc_auc_{name}_score"] = float(roc_auc_score(q_labels, values)) if both else math.nan
+        out[f"map_{name}_score"] = float(average_precision_score(q_labels, values)) if 1 in q_labels else math.nan
     return out
 
 
@@ -465,7 +479,9 @@ def test_format_paper_tables_contains_note_models_and_every_metric():
     assert "| accuracy | - | " in tables[2]  # classification only for the tuned model
     rows = [line.split("|")[1].strip() for line in tables[0].splitlines() if line.startswith("| ") and "Metric" not in line]
     assert rows == ["accuracy@1", "accuracy@5", "accuracy_dedup@1", "accuracy_dedup@5", "mean_cosine@1",
-                    "mean_cosine@5", "precision@1", "precision@5", "f1", "roc_auc", "map"]
+                    "mean_cosine@5", "precision@1", "precision@5", "label_hit_rate@1", "label_hit_rate@5", "f1", "f1@1",
+                    "roc_auc", "map", "roc_auc_top1_score", "map_top1_score", "roc_auc_top10_mean_score",
+                    "map_top10_mean_score"]
     with pytest.raises(ValueError, match="title_note"):
         format_paper_tables({"m": zero_shot}, title_note="  ")
 
@@ -502,6 +518,8 @@ def test_evaluate_module_loads_offline_and_matches(offline_evaluate):
     got = metric.compute(image_embeds=queries, text_embeds=gallery, labels=labels, ks=[1, 3], texts=texts)
     want = bidirectional_retrieval_metrics(queries, gallery, labels, (1, 3), texts)
     assert_metrics_equal(got, want)
+    assert {"image_to_text/label_hit_rate@3", "image_to_text/f1@1", "text_to_image/roc_auc_top1_score",
+            "text_to_image/map_top10_mean_score"} <= set(got)  # the paper-compatible keys flow through evaluate
 
     # accumulated over batches (as in an evaluation loop) gives the same numbers
     for start in range(0, 17, 5):
@@ -568,7 +586,8 @@ def test_property_metric_bounds_and_monotonicity(problem):
     m = result.metrics
     for key, value in m.items():
         if math.isnan(value):
-            assert key in ("f1", "roc_auc", "map") or (exclude_self and key.startswith("accuracy@")), key
+            one_number_over_queries = key in ("f1", "f1@1", "roc_auc", "map") or key.endswith("_score")
+            assert one_number_over_queries or (exclude_self and key.startswith("accuracy@")), key
         elif key.startswith("mean_cosine"):
             assert -1 - 1e-9 <= value <= 1 + 1e-9, key
         else:
@@ -576,11 +595,14 @@ def test_property_metric_bounds_and_monotonicity(problem):
     for small, large in zip(ks, ks[1:]):
         assert m[f"mean_cosine@{small}"] >= m[f"mean_cosine@{large}"] - 1e-12
         assert m[f"accuracy_dedup@{small}"] <= m[f"accuracy_dedup@{large}"]
+        assert m[f"label_hit_rate@{small}"] <= m[f"label_hit_rate@{large}"]
         if not exclude_self:
             assert m[f"accuracy@{small}"] <= m[f"accuracy@{large}"]
     for k in ks:
+        assert m[f"label_hit_rate@{k}"] >= m[f"precision@{k}"] - 1e-12  # a hit rate bounds the fraction from above
         if not exclude_self:
             assert m[f"accuracy_dedup@{k}"] >= m[f"accuracy@{k}"]
+            assert m[f"label_hit_rate@{k}"] >= m[f"accuracy@{k}"]  # the paired item has the query's label
     assert 0 <= result.n_skipped_map <= result.n_skipped_roc_auc <= len(queries)
 
 

@@ -141,19 +141,26 @@ def test_clip_baseline_features_are_open_clip_features():
 # -- the paper's numbers ---------------------------------------------------------------------------------
 
 
-def test_paper_results_file_cites_the_paper_and_holds_only_copied_values_or_nulls(tmp_path):
+def test_paper_results_file_cites_the_paper_and_holds_the_published_tables(tmp_path):
     paper = reproduce.load_paper_results(PAPER_RESULTS)
     assert paper["citation"]["arxiv"] == "2601.05399"
     assert "Multi-task Cross-modal Learning" in paper["citation"]["title"]
-    values = [v for metrics in paper["values"].values() for v in metrics.values()]
-    assert values and all(v is None or isinstance(v, float) for v in values)
-    if all(v is None for v in values):
-        assert "must" in paper["note"] or "copy" in paper["note"].lower()
+    assert [s["direction"] for s in paper["tables"]["I"]["sections"]] == ["image_to_text", "text_to_image"]
+    assert [s["direction"] for s in paper["tables"]["II"]["sections"]] == ["image_to_text"]
+    assert [s["direction"] for s in paper["tables"]["III"]["sections"]] == ["text_to_image"]
+    values = [v for table in paper["tables"].values() for section in table["sections"] for row in section["rows"]
+              for v in row["values"].values()]
+    assert len(values) == 3 * (8 + 8 + 11 + 11) and all(isinstance(v, float) for v in values)  # every cell copied
 
     bad = json.loads(PAPER_RESULTS.read_text())
-    bad["values"]["clip"]["image_to_text/accuracy@1"] = "0.5"
+    bad["tables"]["II"]["sections"][0]["rows"][0]["values"]["clip"] = "0.5"
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"bad\.json.*image_to_text/accuracy@1"):
+    with pytest.raises(ValueError, match=r"bad\.json.*Precision@1.*clip"):
+        reproduce.load_paper_results(tmp_path / "bad.json")
+    bad = json.loads(PAPER_RESULTS.read_text())
+    bad["tables"]["III"]["sections"][0]["rows"][2]["row"] = "Recall@1"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"unknown row label 'Recall@1'"):
         reproduce.load_paper_results(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         reproduce.load_paper_results(tmp_path / "missing.json")
@@ -233,18 +240,35 @@ def test_reproduce_offline_runs_end_to_end_and_labels_every_table(tmp_path):
     assert comparison["mode"] == "offline"
     assert set(comparison["tables"]) == {"I", "II", "III"}
     for table in comparison["tables"].values():
-        assert table["rows"]
-        for row in table["rows"].values():
-            assert set(row) == {"clip", "biomedclip_zero_shot", "biomedclip_fine_tuned"}
-            assert all(cell["paper"] is None for cell in row.values())  # the shipped file holds no values yet
-    assert isinstance(comparison["tables"]["I"]["rows"]["accuracy@1"]["biomedclip_fine_tuned"]["ours"], float)
+        assert table["protocol"] == "paper"
+        for section in table["sections"]:
+            for row in section["rows"]:
+                assert set(row["cells"]) == {"clip", "biomedclip_zero_shot", "biomedclip_fine_tuned"}
+                assert all(isinstance(cell["paper"], float) for cell in row["cells"].values())  # published values
+    # the paper's layout: Table I both directions, II image->text label precision, III text->image
+    first = comparison["tables"]["I"]["sections"][0]["rows"][0]
+    assert first["row"] == "Accuracy@1" and first["key"] == "image_to_text/accuracy@1"
+    assert isinstance(first["cells"]["biomedclip_fine_tuned"]["ours"], float)
+    assert first["cells"]["biomedclip_fine_tuned"]["paper"] == 0.938
+    table_three = {row["row"]: row["key"] for row in comparison["tables"]["III"]["sections"][0]["rows"]}
+    assert table_three["Precision@3"] == "text_to_image/label_hit_rate@3" and table_three["ROC AUC"] == (
+        "text_to_image/roc_auc_top1_score")
 
     markdown = (out / "paper_comparison.md").read_text()
     sections = markdown.split("\n## ")[1:]
-    assert len(sections) >= 6
+    assert len(sections) >= 7
     for section in sections:
         assert "OFFLINE STAND-IN" in section, section.splitlines()[0]
-    assert "not copied" in markdown and "Paper-only top-1" in markdown and "own pair excluded" in markdown
+    assert "Paper-only top-1" in markdown and "own pair excluded" in markdown
+    for heading in ("Table I: Cross-modal retrieval accuracy (paper protocol)",
+                    "Table II: Image-to-text retrieval precision by binary labels (paper protocol)",
+                    "Table III: Text-to-image retrieval precision by binary labels (paper protocol)",
+                    "Ours: Tables II-III with the standard definitions", "Ours: Tables I-III in the cross-modal protocol",
+                    "Ours: the classification head"):
+        assert f"## {heading}" in markdown, heading
+    assert "| Accuracy@1 (`accuracy@1`) | " in markdown and "| 0.9380 |" in markdown
+    clip_line = next(line for line in markdown.splitlines() if line.startswith("- CLIP stand-in"))
+    assert "report -> image Accuracy@1" in clip_line and "paper protocol" in clip_line and "own study" in clip_line
 
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results["data_note"].startswith("OFFLINE STAND-IN")

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cxr_mtclip.losses import (
+    CompositeLoss,
     MultiLabelLoss,
     MultiLabelLossOutput,
     finding_class_weights,
@@ -376,6 +377,41 @@ def _loss_fn(**kwargs) -> MultiLabelLoss:
     return MultiLabelLoss(temperature=0.1, positive_weight=torch.tensor([2.0, 1.0, 0.5]), **kwargs)
 
 
+COMPOSITE_SIZES = (3, 4)
+
+
+def _composite_batch() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    n = sum(COMPOSITE_SIZES)
+    return {
+        "logits": torch.randn(n, generator=gen),
+        "image_embeds": F.normalize(torch.randn(n, 6, generator=gen), dim=-1),
+        "text_embeds": F.normalize(torch.randn(n, 6, generator=gen), dim=-1),
+        "fused_embeds": F.normalize(torch.randn(n, 6, generator=gen), dim=-1),
+        "finding_logits": torch.randn(n, 3, generator=gen),
+        "labels": torch.tensor([0, 1, 1, 0, 1, 1, 1]),
+        "finding_labels": torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 1, 1], [1, 0, 1]]),
+        "finding_known": torch.tensor([True, True, True, True, True, False, True]),
+    }
+
+
+_LEAVES = ("logits", "image_embeds", "text_embeds", "fused_embeds", "finding_logits")
+
+
+def _composite_values(batch):
+    leaves = {k: batch[k].clone().requires_grad_(True) for k in _LEAVES}
+    loss = CompositeLoss(finding_bce_weight=0.7, multilabel_supcon_weight=1.3,
+                         finding_positive_weight=torch.tensor([2.0, 1.0, 0.5]))
+    out = loss(labels=batch["labels"], finding_labels=batch["finding_labels"], finding_known=batch["finding_known"],
+               logit_scale=10.0, **leaves)
+    out.loss.backward()
+    values = {f"value/{k}": getattr(out, k).detach().reshape(1)
+              for k in ("loss", "finding_bce_loss", "multilabel_supcon_loss")}
+    values.update({f"grad/{k}": leaf.grad for k, leaf in leaves.items()})
+    return values
+
+
+
 def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -393,6 +429,11 @@ def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         shard = {k: v[:5] if rank == 0 else v[5:] for k, v in data.items()}
         for key, value in _values_and_grads(shard, _loss_fn(gather_distributed=False)).items():
             results[f"local/{key}"] = value
+        # the same terms inside CompositeLoss (the model's loss), gathered with the paper's terms
+        start = sum(COMPOSITE_SIZES[:rank])
+        shard = {k: v[start : start + COMPOSITE_SIZES[rank]] for k, v in _composite_batch().items()}
+        for key, value in _composite_values(shard).items():
+            results[f"composite/{key}"] = value
         save_file({k: v.contiguous() for k, v in results.items()}, os.path.join(out_dir, f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
@@ -425,3 +466,14 @@ def test_two_process_without_gather_uses_local_batch_only(two_process_results):
         local = _values_and_grads(shard, _loss_fn())
         torch.testing.assert_close(result["local/value/multilabel_supcon_loss"], local["value/multilabel_supcon_loss"])
         assert abs(result["local/value/multilabel_supcon_loss"].item() - global_value.item()) > 1e-3
+
+
+def test_two_process_composite_loss_with_multi_label_terms_equals_one_process(two_process_results):
+    reference = _composite_values(_composite_batch())
+    for rank, result in enumerate(two_process_results):
+        for key in ("loss", "finding_bce_loss", "multilabel_supcon_loss"):
+            torch.testing.assert_close(result[f"composite/value/{key}"], reference[f"value/{key}"], atol=1e-6, rtol=0)
+        start = sum(COMPOSITE_SIZES[:rank])
+        for name in _LEAVES:
+            expected = WORLD_SIZE * reference[f"grad/{name}"][start : start + COMPOSITE_SIZES[rank]]
+            torch.testing.assert_close(result[f"composite/grad/{name}"], expected, atol=1e-6, rtol=1e-5)

@@ -15,10 +15,9 @@ from transformers import TrainerCallback
 
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel
 from cxr_mtclip.losses import PAPER_LOSS_WEIGHTS, CompositeLoss
-from cxr_mtclip.modeling_cxr_mtclip import LOGIT_SCALE_MAX
 from cxr_mtclip.training import CxrMtClipTrainer, CxrMtClipTrainingArguments, parameter_groups
-from cxr_mtclip.training.trainer import LogitScaleClampCallback
 
+LOGIT_SCALE_MAX = math.log(100)  # open_clip's clamp: a CLIP multiplier of at most 100
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC = REPO_ROOT / "src" / "cxr_mtclip"
 
@@ -132,6 +131,8 @@ def test_trainable_logit_scale_is_clamped_after_every_optimizer_step(tmp_path, s
         recorder = PushLogitScale(sign)
         trainer = make_trainer(model, tmp_path / f"{bound}-{clamp}", steps=10, callbacks=[recorder])
         if not clamp:
+            from cxr_mtclip.training.trainer import LogitScaleClampCallback
+
             trainer.remove_callback(LogitScaleClampCallback)
         trainer.train()
         return recorder.after_step
@@ -237,3 +238,148 @@ def test_transformers_5_is_required_for_the_warmup_ratio(tmp_path):
     assert int(transformers.__version__.split(".")[0]) >= 5
     args = CxrMtClipTrainingArguments(output_dir=str(tmp_path))
     assert args.warmup_steps == 0.1 and args.get_warmup_steps(2000) == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 9 (part): the best-checkpoint metric and the HPO objective name their protocol
+# ----------------------------------------------------------------------------------------------
+
+
+def test_best_checkpoint_metric_and_hpo_objective_name_their_protocol(tmp_path):
+    from transformers import EvalPrediction
+
+    from cxr_mtclip.training import compute_retrieval_metrics
+    from cxr_mtclip.training.hpo import OBJECTIVE_METRIC, best_hyperparameters_record, default_objective
+
+    args = CxrMtClipTrainingArguments(output_dir=str(tmp_path))
+    assert args.metric_for_best_model.startswith("cross-modal/")
+    image = torch.eye(4).numpy()
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=(torch.zeros(4).numpy(), image, image[[1, 0, 2, 3]]),
+                                                       label_ids=torch.tensor([0, 1, 1, 0]).numpy()), ks=(1,))
+    assert metrics[args.metric_for_best_model] == default_objective(metrics) == 0.5
+    assert OBJECTIVE_METRIC == f"eval_{args.metric_for_best_model}"
+    record = best_hyperparameters_record(0.5, 1, {"clip_weight": 0.3})
+    assert record["protocol"] == "cross-modal" and "cross-modal" in record["objective_definition"]
+    assert record["objective_metric"] == "eval_cross-modal/mean_accuracy@1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 3: no own-pair floor; the own-pair analysis reports the measured scores
+# ----------------------------------------------------------------------------------------------
+
+
+def test_own_pair_scores_are_measured_and_can_fall_below_sqrt_half():
+    import numpy as np
+
+    from cxr_mtclip.evaluation.evaluate import _evaluate_one
+
+    rng = np.random.default_rng(0)
+    n = 60
+    image = rng.normal(size=(n, 16))
+    text = -image + 0.6 * rng.normal(size=(n, 16))  # anti-aligned pairs, as an untrained CLIP stand-in can give
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    fused = (image + text) / np.linalg.norm(image + text, axis=1, keepdims=True)
+    arrays = {"image_embeds": image, "text_embeds": text, "fused_embeds": fused, "logits": np.zeros(n)}
+    entry = _evaluate_one(arrays, np.arange(n) % 2, [f"r{i}" for i in range(n)], ["cross-modal", "paper"], (1, 5), 0, 0)
+    cosine = np.sum(image * text, axis=1)
+    expected = np.sqrt((1 + cosine) / 2)  # the own-pair score: 0 for an anti-aligned pair, no sqrt(1/2) floor
+    for direction in ("image_to_text", "text_to_image"):
+        match = entry["self_match"][direction]
+        assert "own_pair_score_floor" not in match
+        own = match["own_pair_score"]
+        assert own["min"] == pytest.approx(expected.min()) and own["median"] == pytest.approx(np.median(expected))
+        assert own["min"] < math.sqrt(0.5) and own["max"] == pytest.approx(expected.max())
+        assert match["pair_cosine"]["min"] == pytest.approx(cosine.min()) and cosine.min() < 0
+
+
+def test_no_text_claims_an_own_pair_floor():
+    claims = re.compile(r"own_pair_score_floor|(>=|at least|floor[^.]{0,40})\s*`*sqrt\(1/2\)")
+    offenders = []
+    for folder in ("src", "docs", "examples", "scripts"):
+        for path in (REPO_ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".json") and claims.search(path.read_text(encoding="utf-8")):
+                offenders.append(str(path.relative_to(REPO_ROOT)))
+    if claims.search((REPO_ROOT / "README.md").read_text(encoding="utf-8")):
+        offenders.append("README.md")
+    assert offenders == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 1: paper_results.json holds the paper's Tables I-III in the paper's layout
+# ----------------------------------------------------------------------------------------------
+
+SHARED_TABLES = REPO_ROOT.parent / "shared" / "paper" / "tables.json"
+_SHARED_TABLE = {"I": "table_I_cross_modal_retrieval_accuracy", "II": "table_II_image_to_text_precision_by_binary_label",
+                 "III": "table_III_text_to_image_precision_by_binary_label"}
+_SHARED_MODEL = {"biomedclip_fine_tuned": "fine_tuned", "biomedclip_zero_shot": "biomedclip", "clip": "clip"}
+
+
+def _shared_metric(label: str) -> str:
+    """The tables.json name of a row label (tables.json keeps the paper's names: precision@k, f1, roc_auc, map)."""
+    fixed = {"F1 score": "f1", "ROC AUC": "roc_auc", "mAP": "map"}
+    if label in fixed:
+        return fixed[label]
+    name, k = label.rsplit("@", 1)
+    return {"Accuracy": "accuracy", "Similarity score": "mean_cosine", "Mean similarity score": "mean_cosine",
+            "Precision": "precision"}[name] + f"@{k}"
+
+
+def test_paper_results_match_the_shared_paper_tables_cell_by_cell():
+    if not SHARED_TABLES.is_file():
+        pytest.skip(f"{SHARED_TABLES} not found: the paper's tables live in ../shared/paper beside the checkout")
+    from cxr_mtclip.recipes.paper_comparison import load_paper_results, paper_cells
+
+    shared = json.loads(SHARED_TABLES.read_text(encoding="utf-8"))
+    ours = paper_cells(load_paper_results(REPO_ROOT / "examples" / "paper_results.json"))
+    expected = {}
+    for number, name in _SHARED_TABLE.items():
+        table = shared[name]
+        by_direction = table if number == "I" else {"image_to_text" if number == "II" else "text_to_image": table}
+        for direction, models in by_direction.items():
+            for model, ours_model in ((v, k) for k, v in _SHARED_MODEL.items()):
+                for metric, value in models[model].items():
+                    expected[(number, direction, ours_model, metric)] = value
+    got = {(number, key.split("/")[0], model, _shared_metric(key.split("/", 1)[1])): value
+           for (number, key, model), value in ours.items()}
+    assert set(got) == set(expected)
+    mismatches = {cell: (got[cell], expected[cell]) for cell in expected if got[cell] != expected[cell]}
+    assert mismatches == {}
+    assert len(got) == 114  # 3 models x (16 + 11 + 11) rows
+
+
+def test_paper_row_labels_map_to_the_paper_compatible_keys():
+    from cxr_mtclip.recipes.paper_comparison import paper_row_key
+
+    assert [paper_row_key(label) for label in ("Accuracy@10", "Similarity score@1", "Precision@5", "F1 score",
+                                               "ROC AUC", "mAP")] == [
+        "accuracy@10", "mean_cosine@1", "label_hit_rate@5", "f1@1", "roc_auc_top1_score", "map_top1_score"]
+    with pytest.raises(ValueError, match="unknown row label"):
+        paper_row_key("Recall@1")
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 2 (wiring): the paper-compatible keys reach the Trainer's metrics and the model card's model-index
+# ----------------------------------------------------------------------------------------------
+
+
+def test_paper_compatible_keys_reach_the_model_index():
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from cxr_mtclip.model_card import DataDescription, eval_results
+    from cxr_mtclip.training import compute_retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    image, text = rng.normal(size=(12, 8)), rng.normal(size=(12, 8))
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=(rng.normal(size=12), image, text),
+                                                       label_ids=np.arange(12) % 2))
+    for key in ("image_to_text/label_hit_rate@5", "text_to_image/f1@1", "image_to_text/roc_auc_top1_score",
+                "text_to_image/map_top10_mean_score", "image_to_text/precision@5", "image_to_text/roc_auc"):
+        assert key in metrics, key
+    entries, split = eval_results({f"test_{k}": v for k, v in metrics.items()}, DataDescription("synthetic", "phantoms"))
+    names = {entry.metric_name: entry for entry in entries}
+    assert split == "test" and "image_to_text/label_hit_rate@5" in names and "text_to_image/f1@1" in names
+    assert names["image_to_text/roc_auc_top1_score"].metric_value == pytest.approx(
+        metrics["image_to_text/roc_auc_top1_score"])
+    assert "cross-modal" in names["image_to_text/label_hit_rate@5"].task_name  # the card names the protocol

@@ -257,7 +257,7 @@ def test_reproduce_online_runs_on_the_simulated_hub_and_says_so(hub, tmp_path):
     assert all("[SIMULATED Hub repo: random weights]" in name for name in comparison["models"].values())
     markdown = (out / "paper_comparison.md").read_text()
     sections = markdown.split("\n## ")[1:]
-    assert len(sections) >= 6 and all("SIMULATED HUB" in section for section in sections)
+    assert len(sections) >= 7 and all("SIMULATED HUB" in section for section in sections)
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results["data_note"].startswith("OpenI (NLM) test split")
     assert len({entry["fingerprint"] for entry in results["models"].values()}) == 3

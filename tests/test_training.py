@@ -137,7 +137,7 @@ def test_training_arguments_follow_the_paper(tmp_path):
     assert args.num_train_epochs == 20 and args.per_device_train_batch_size == 128
     assert "adamw" in str(args.optim.value) and args.remove_unused_columns is False
     assert args.report_to in ("none", ["none"], [])
-    assert args.metric_for_best_model == "retrieval/mean_accuracy@1" and args.greater_is_better is True
+    assert args.metric_for_best_model == "cross-modal/mean_accuracy@1" and args.greater_is_better is True
     with pytest.raises(ValueError, match="head_learning_rate"):
         CxrMtClipTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0)
 
@@ -155,7 +155,9 @@ def test_parse_training_args_reads_the_three_groups(tmp_path):
 def test_collator_applies_the_processor(phantom_splits, tiny_processor):
     rows = [phantom_splits["train"][i] for i in range(3)]
     batch = CxrMtClipDataCollator(tiny_processor)(rows)
-    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels"}
+    # phantoms carry finding_labels (issue 18): the batch has their multi-hot matrix and known mask too
+    assert set(batch) == {"pixel_values", "input_ids", "attention_mask", "labels", "finding_labels", "finding_known"}
+    assert batch["finding_labels"].shape == (3, 32) and batch["finding_known"].dtype == torch.bool
     assert batch["pixel_values"].shape == (3, 3, 64, 64)
     assert batch["labels"].tolist() == [row["label"] for row in rows]
     expected = tiny_processor(images=[r["image"] for r in rows], text=[r["report"] for r in rows])
@@ -208,7 +210,7 @@ def test_compute_retrieval_metrics_on_known_embeddings():
     metrics = compute_retrieval_metrics(pred, ks=(1, 5, 10))  # cut-offs above 4 are dropped
     assert metrics["image_to_text/accuracy@1"] == 0.5 and metrics["text_to_image/accuracy@1"] == 0.5
     assert "image_to_text/accuracy@5" not in metrics
-    assert metrics["retrieval/mean_accuracy@1"] == 0.5
+    assert metrics["cross-modal/mean_accuracy@1"] == 0.5
     assert metrics["classification/accuracy"] == 0.75
 
 
@@ -459,6 +461,7 @@ def test_hyperparameter_search_two_trials_and_final_run_uses_best_weights(datase
 
     best = json.loads((out / "best_hyperparameters.json").read_text())
     assert best["objective"] == max(t["objective"] for t in trials)
+    assert best["protocol"] == "cross-modal" and best["objective_metric"] == "eval_cross-modal/mean_accuracy@1"
     best_trial = trials[best["trial"]]
     assert best["hyperparameters"] == {k: best_trial[k] for k in HP_SEARCH_RANGES}
     assert result.best_hyperparameters == best["hyperparameters"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from .losses import DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
+from .losses import CLASS_BALANCE_METHODS, DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
 from .registry import (  # re-exported: the configs' long-standing import path
     BIOMEDBERT_NAME,
     BIOMEDBERT_TEXT_CONFIG,
@@ -59,6 +59,15 @@ class CxrMtClipConfig(PretrainedConfig):
     randomly initialised architecture). With `train_logit_scale=True` it trains at the head's learning rate and
     `CxrMtClipTrainer` clamps it to [0, ln 100] after every optimiser step, as open_clip does.
 
+    Multi-label findings (beyond the paper; off by default, and then the state dict is the paper model's):
+    `finding_names` (e.g. `cxr_mtclip.data.findings.FINDING_NAMES`) adds a head `Linear(embed_dim, num_findings)`
+    beside the binary one; `finding_bce_weight` and `multilabel_supcon_weight` add the per-finding BCE and the
+    label-overlap SupCon (`cxr_mtclip.losses.multilabel`) to the loss, with `multilabel_supcon_temperature`
+    (None: `supcon_temperature`), `multilabel_supcon_include_label` (the binary label as one more element of
+    every finding set, so that abnormal studies without a listed finding are not positives of the normal ones)
+    and `finding_class_balance` (None, "pos_weight" or "effective_number" with `finding_class_balance_beta`:
+    weights the trainer computes from the training split). docs/findings.md has the details.
+
     Example:
         >>> config = CxrMtClipConfig.tiny(dropout=0.0)
         >>> config.embed_dim
@@ -84,6 +93,13 @@ class CxrMtClipConfig(PretrainedConfig):
         gather_distributed: bool = True,
         init_logit_scale: float = 2.659260036932778,  # log(1 / 0.07), as open_clip
         train_logit_scale: bool = False,
+        finding_names: list[str] | tuple[str, ...] | None = None,
+        finding_bce_weight: float = 0.0,
+        multilabel_supcon_weight: float = 0.0,
+        multilabel_supcon_temperature: float | None = None,
+        multilabel_supcon_include_label: bool = True,
+        finding_class_balance: str | None = None,
+        finding_class_balance_beta: float = 0.999,
         **kwargs: Any,
     ) -> None:
         for key in _LEGACY_PREPROCESSING_KEYS:  # an older config.json: the processor holds these now
@@ -111,6 +127,13 @@ class CxrMtClipConfig(PretrainedConfig):
         self.gather_distributed = gather_distributed
         self.init_logit_scale = init_logit_scale
         self.train_logit_scale = train_logit_scale
+        self.finding_names = None if finding_names is None else list(finding_names)
+        self.finding_bce_weight = finding_bce_weight
+        self.multilabel_supcon_weight = multilabel_supcon_weight
+        self.multilabel_supcon_temperature = multilabel_supcon_temperature
+        self.multilabel_supcon_include_label = multilabel_supcon_include_label
+        self.finding_class_balance = finding_class_balance
+        self.finding_class_balance_beta = finding_class_balance_beta
         kwargs.setdefault("id2label", dict(enumerate(self.label_names)))
         super().__init__(**kwargs)
         self.validate_fields()
@@ -121,6 +144,11 @@ class CxrMtClipConfig(PretrainedConfig):
         out = super().to_dict()
         out["text_config"] = out.pop("text_config_dict", self.text_config_dict)
         return out
+
+    @property
+    def num_findings(self) -> int:
+        """Outputs of the multi-label finding head: ``len(finding_names)``, 0 without one."""
+        return len(self.finding_names or ())
 
     @property
     def image_size(self) -> int:
@@ -136,7 +164,9 @@ class CxrMtClipConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"CxrMtClipConfig.{name} must be a number >= 0, got {value!r}")
-        if self.bce_weight + self.supcon_weight + self.clip_weight <= 0:
+        self._validate_finding_fields()
+        if self.bce_weight + self.supcon_weight + self.clip_weight + self.finding_bce_weight \
+                + self.multilabel_supcon_weight <= 0:
             raise ValueError("CxrMtClipConfig: at least one of bce/supcon/clip weights must be > 0")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"CxrMtClipConfig.dropout must be in [0, 1), got {self.dropout!r}")
@@ -181,6 +211,34 @@ class CxrMtClipConfig(PretrainedConfig):
                 "CxrMtClipConfig.text_config must be a BERT-family transformers config "
                 f"(model_type 'bert'), got model_type={self.text_config_dict.get('model_type')!r}"
             )
+
+    def _validate_finding_fields(self) -> None:
+        names = self.finding_names
+        if names is not None and (
+            isinstance(names, str) or not names or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(f"CxrMtClipConfig.finding_names must be None or distinct non-empty names, got {names!r}")
+        for name in ("finding_bce_weight", "multilabel_supcon_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise ValueError(f"CxrMtClipConfig.{name} must be a finite number >= 0, got {value!r}")
+            if value > 0 and names is None:
+                raise ValueError(
+                    f"CxrMtClipConfig.{name}={value} needs finding_names (e.g. cxr_mtclip.data.findings.FINDING_NAMES)"
+                )
+        temperature = self.multilabel_supcon_temperature
+        if temperature is not None and not (isinstance(temperature, (int, float)) and float(temperature) > 0):
+            raise ValueError(f"CxrMtClipConfig.multilabel_supcon_temperature must be None or > 0, got {temperature!r}")
+        if not isinstance(self.multilabel_supcon_include_label, bool):
+            raise ValueError("CxrMtClipConfig.multilabel_supcon_include_label must be True or False, "
+                             f"got {self.multilabel_supcon_include_label!r}")
+        if self.finding_class_balance is not None and self.finding_class_balance not in CLASS_BALANCE_METHODS:
+            raise ValueError(f"CxrMtClipConfig.finding_class_balance must be None or one of {CLASS_BALANCE_METHODS}, "
+                             f"got {self.finding_class_balance!r}")
+        if not 0.0 <= float(self.finding_class_balance_beta) < 1.0:
+            raise ValueError(f"CxrMtClipConfig.finding_class_balance_beta must be in [0, 1), "
+                             f"got {self.finding_class_balance_beta!r}")
 
     @classmethod
     def from_registry(

@@ -18,7 +18,7 @@ from transformers.utils import CONFIG_NAME, ModelOutput
 from .atomic import atomic_update_directory
 from .backbone import apply_freeze_policy, build_backbone, load_backbone_weights, resolve_backbone
 from .configuration_cxr_mtclip import CxrMtClipConfig
-from .losses import CompositeLoss
+from .losses import CompositeLoss, finding_class_weights
 from .registry import get_architecture
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -36,7 +36,10 @@ class CxrMtClipOutput(ModelOutput):
     """Outputs of `CxrMtClipModel.forward`; every embedding is L2-normalised.
 
     `loss` is `bce_weight * bce_loss + supcon_weight * supcon_loss + clip_weight * clip_loss` when labels
-    are given (a modality missing from the call leaves the terms that need it at zero).
+    are given (a modality missing from the call leaves the terms that need it at zero), plus
+    `finding_bce_weight * finding_bce_loss + multilabel_supcon_weight * multilabel_supcon_loss` when those
+    weights are > 0 (else those two fields are None). `finding_logits` (batch, num_findings) comes from the
+    multi-label head when the config has `finding_names`.
     """
 
     loss: torch.Tensor | None = None
@@ -49,6 +52,9 @@ class CxrMtClipOutput(ModelOutput):
     fused_embeds: torch.Tensor | None = None
     logits_per_image: torch.Tensor | None = None
     logits_per_text: torch.Tensor | None = None
+    finding_logits: torch.Tensor | None = None
+    finding_bce_loss: torch.Tensor | None = None
+    multilabel_supcon_loss: torch.Tensor | None = None
 
 
 class CxrMtClipPreTrainedModel(PreTrainedModel):
@@ -63,7 +69,7 @@ class CxrMtClipPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Only the head is ours: backbone modules keep the weights they were built or loaded with.
-        if module is getattr(self, "classifier", None):
+        if module is getattr(self, "classifier", None) or module is getattr(self, "finding_classifier", None):
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
 
@@ -96,6 +102,11 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         self.backbone = build_backbone(config.open_clip_config, config.text_config_dict, config.init_logit_scale)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.embed_dim, 1)
+        # Multi-label findings (beyond the paper): only with config.finding_names, so the paper's state dict is unchanged.
+        self.finding_classifier = nn.Linear(config.embed_dim, config.num_findings) if config.num_findings else None
+        # Class-balancing weights of the finding BCE: data-derived (set_finding_class_weights), never saved.
+        self.register_buffer("finding_positive_weight", None, persistent=False)
+        self.register_buffer("finding_negative_weight", None, persistent=False)
         self.post_init()
         _apply_config_freeze_policy(self)
 
@@ -113,7 +124,28 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
 
         Raises ValueError naming the field when a config value set after construction is out of range.
         """
-        return build_loss(self.config)
+        return build_loss(self.config, self.finding_positive_weight, self.finding_negative_weight)
+
+    def set_finding_class_weights(self, finding_labels: torch.Tensor, known: torch.Tensor | None = None) -> None:
+        """Class-balancing weights of the finding BCE from the training split (`config.finding_class_balance`).
+
+        Args:
+            finding_labels: (n_studies, num_findings) 0/1 multi-hot findings of the training split.
+            known: (n_studies,) bool, False for studies whose findings are unknown (not counted).
+
+        With `finding_class_balance` None the weights are cleared. They are non-persistent buffers: data-derived,
+        not saved with the model. See `cxr_mtclip.losses.finding_class_weights`.
+        """
+        method = self.config.finding_class_balance
+        if method is None:
+            self.finding_positive_weight = self.finding_negative_weight = None
+            return
+        if finding_labels.ndim != 2 or finding_labels.shape[1] != self.config.num_findings:
+            raise ValueError(f"finding_labels must have shape (n_studies, {self.config.num_findings}), "
+                             f"got {tuple(finding_labels.shape)}")
+        positive, negative = finding_class_weights(finding_labels, known, method, self.config.finding_class_balance_beta)
+        device = self.classifier.weight.device
+        self.finding_positive_weight, self.finding_negative_weight = positive.to(device), negative.to(device)
 
     def clamp_logit_scale(self) -> None:
         """Clamp the (log) CLIP logit scale to [0, ln 100] in place, as open_clip does after every optimiser step."""
@@ -214,13 +246,21 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        finding_labels: torch.Tensor | None = None,
+        finding_known: torch.Tensor | None = None,
     ) -> CxrMtClipOutput:
+        """Embeddings, logits and (with `labels`) the loss.
+
+        `finding_labels` (batch, num_findings) 0/1 and `finding_known` (batch,) bool (False = unknown, e.g.
+        OpenI's "No Indexing") feed the multi-label terms; they are ignored when those terms are off.
+        """
         # No **kwargs on purpose: transformers' Trainer rescales the loss of models that accept loss kwargs.
         if pixel_values is None and input_ids is None:
             raise ValueError("CxrMtClipModel.forward needs pixel_values, input_ids, or both")
         image_raw = self.backbone.encode_image(pixel_values) if pixel_values is not None else None
         text_raw = self.backbone.encode_text(input_ids, attention_mask) if input_ids is not None else None
-        return self.head_and_loss(image_raw, text_raw, labels=labels, return_loss=return_loss)
+        return self.head_and_loss(image_raw, text_raw, labels=labels, return_loss=return_loss,
+                                  finding_labels=finding_labels, finding_known=finding_known)
 
     def head_and_loss(
         self,
@@ -228,14 +268,19 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         text_raw: torch.Tensor | None,
         labels: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        finding_labels: torch.Tensor | None = None,
+        finding_known: torch.Tensor | None = None,
     ) -> CxrMtClipOutput:
-        """Everything after the towers: normalisation, fusion, classifier and composite loss."""
+        """Everything after the towers: normalisation, fusion, classifiers and composite loss."""
         image_embeds = F.normalize(image_raw, dim=-1) if image_raw is not None else None
         text_embeds = F.normalize(text_raw, dim=-1) if text_raw is not None else None
-        fused_embeds = logits = logits_per_image = logits_per_text = None
+        fused_embeds = logits = logits_per_image = logits_per_text = finding_logits = None
         if image_raw is not None and text_raw is not None:
             # Algorithm 1: the classifier sees dropout((V + T) / 2) of the projected embeddings.
-            logits = self.classifier(self.dropout((image_raw + text_raw) / 2)).squeeze(-1)
+            pooled = self.dropout((image_raw + text_raw) / 2)
+            logits = self.classifier(pooled).squeeze(-1)
+            if self.finding_classifier is not None:  # the same input as the binary head
+                finding_logits = self.finding_classifier(pooled)
             fused_embeds = fuse_embeddings(image_embeds, text_embeds)
             scale = self.backbone.logit_scale.exp()
             logits_per_image = scale * image_embeds @ text_embeds.t()
@@ -256,8 +301,12 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
                 text_embeds=text_embeds,
                 fused_embeds=fused_embeds,
                 logit_scale=self.backbone.logit_scale.exp(),
+                finding_logits=finding_logits,
+                finding_labels=finding_labels,
+                finding_known=finding_known,
             )
-            losses = {"loss": out.loss, "bce_loss": out.bce_loss, "supcon_loss": out.supcon_loss, "clip_loss": out.clip_loss}
+            losses = {"loss": out.loss, "bce_loss": out.bce_loss, "supcon_loss": out.supcon_loss, "clip_loss": out.clip_loss,
+                      "finding_bce_loss": out.finding_bce_loss, "multilabel_supcon_loss": out.multilabel_supcon_loss}
         return CxrMtClipOutput(
             **losses,
             logits=logits,
@@ -266,11 +315,17 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
             fused_embeds=fused_embeds,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
+            finding_logits=finding_logits,
         )
 
 
-def build_loss(config: CxrMtClipConfig) -> CompositeLoss:
-    """The paper's composite loss with the weights, SupCon temperature and gathering of `config` (validated first).
+def build_loss(
+    config: CxrMtClipConfig,
+    finding_positive_weight: torch.Tensor | None = None,
+    finding_negative_weight: torch.Tensor | None = None,
+) -> CompositeLoss:
+    """The paper's composite loss with the weights, SupCon temperature and gathering of `config` (validated first),
+    plus the multi-label terms the config switches on (with the finding BCE's class weights, if any).
 
     Example:
         >>> build_loss(CxrMtClipConfig.tiny(clip_weight=5.0)).clip_weight
@@ -283,6 +338,12 @@ def build_loss(config: CxrMtClipConfig) -> CompositeLoss:
         clip_weight=config.clip_weight,
         supcon_temperature=config.supcon_temperature,
         gather_distributed=config.gather_distributed,
+        finding_bce_weight=config.finding_bce_weight,
+        multilabel_supcon_weight=config.multilabel_supcon_weight,
+        multilabel_supcon_temperature=config.multilabel_supcon_temperature,
+        multilabel_supcon_include_label=config.multilabel_supcon_include_label,
+        finding_positive_weight=finding_positive_weight,
+        finding_negative_weight=finding_negative_weight,
     )
 
 
@@ -310,6 +371,8 @@ def trainable_parameter_report(model: CxrMtClipModel) -> str:
         "text": count(model.backbone.text),
         "head": count(model.classifier),
     }
+    if model.finding_classifier is not None:
+        parts["finding head"] = count(model.finding_classifier)
     trainable, total = count(model)
     detail = ", ".join(f"{name} {t:,}/{n:,}" for name, (t, n) in parts.items())
     return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f} ({detail})"

@@ -7,7 +7,10 @@ Rules applied to every source layout (`cxr_mtclip.data.openi` parses them):
   (``no_report_text``).
 * ``label`` (`label_from_mesh`): normal (0) iff the MeSH string is exactly ``normal`` after strip/casefold;
   any other MeSH string is abnormal (1), ``No Indexing`` included. An empty MeSH or a placeholder
-  (``nan``, ``none``, ``unknown``, ...) is an unknown label.
+  (``nan``, ``none``, ``unknown``, ...) is an unknown label. ``drop_no_indexing=True`` drops the ``No Indexing``
+  studies instead (counted as ``no_indexing``); either way the summary reports how many there were.
+* ``finding_labels`` (`cxr_mtclip.data.findings.findings_from_mesh`): the study's findings among
+  `FINDING_NAMES`; None (unknown, not negative) for ``No Indexing``. The binary ``label`` does not depend on it.
 * ``view`` (`select_frontal`): one frontal image per study, PA preferred over AP over an unspecified
   frontal. Views come from the projection table (Kaggle ``projection``, refined to PA/AP when the exam
   description names exactly one of them), the DICOM header (`dicom_view_position`), an NLM image caption
@@ -39,6 +42,7 @@ from datasets import Dataset, DatasetDict
 from ..atomic import atomic_directory
 from .cards import openi_dataset_card
 from .dicom import dicom_view_position, read_dicom_header
+from .findings import FINDING_NAMES, finding_counts, findings_from_mesh
 from .images import is_dicom_file, read_image_file
 from .openi import LAYOUTS, _read_kaggle, _read_nlm, _read_shared, detect_openi_layout
 from .records import (
@@ -46,6 +50,7 @@ from .records import (
     IMAGE_NOT_HELD,
     LABEL_MISMATCH,
     MISSING_IMAGE,
+    NO_INDEXING,
     NO_FRONTAL_IMAGE,
     NO_REPORT_TEXT,
     UNKNOWN_LABEL,
@@ -75,7 +80,7 @@ __all__ = [
 
 FRONTAL_VIEWS = ("PA", "AP", "frontal")  # preference order
 FRONTAL_SCORE_THRESHOLD = 0.4
-_MODULES = ("build.py", "openi.py", "images.py", "records.py", "schema.py", "dicom.py")
+_MODULES = ("build.py", "openi.py", "images.py", "records.py", "schema.py", "dicom.py", "findings.py")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,6 +208,7 @@ def load_openi(
     reports_only: bool = False,
     seed: int = 42,
     strict: bool = False,
+    drop_no_indexing: bool = False,
     test_per_class: int = 200,
     val_fraction: float = 0.1,
     layout: str | None = None,
@@ -219,6 +225,8 @@ def load_openi(
         path: a folder (NLM, Kaggle or ../shared/openi layout) or an NLM reports tarball.
         reports_only: also keep studies with report text but no usable image (their `image` is None).
         strict: raise on the first bad input (naming the file) instead of counting a skip.
+        drop_no_indexing: drop the ``No Indexing`` studies (never indexed; the paper's rule labels them
+            abnormal, and most of their impressions read normal) instead of keeping them as abnormal.
         images / projections / images_dir: extra NLM image sources, an ``indiana_projections.csv`` for NLM
             views, and the Kaggle images folder when it is not in a standard place.
         return_summary: also return the `OpenISummary` (it is always in each split's ``info.description``;
@@ -232,7 +240,8 @@ def load_openi(
     layout = layout or detect_openi_layout(src)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    summary = OpenISummary(layout=layout, source=str(src), reports_only=reports_only, strict=strict, seed=seed)
+    summary = OpenISummary(layout=layout, source=str(src), reports_only=reports_only, strict=strict, seed=seed,
+                           drop_no_indexing=bool(drop_no_indexing))
     recorder = _Recorder(summary, strict)
     with tempfile.TemporaryDirectory(prefix="cxr_mtclip_openi_") as workdir:
         if layout == "nlm":
@@ -244,7 +253,8 @@ def load_openi(
             studies = _read_kaggle(src, recorder, images_dir=images_dir, show=show_progress)
         else:
             studies = _read_shared(src, recorder, show=show_progress)
-        rows = _select_rows(studies, recorder, reports_only=reports_only, show=show_progress)
+        rows = _select_rows(studies, recorder, reports_only=reports_only, drop_no_indexing=drop_no_indexing,
+                            show=show_progress)
         full = _rows_to_dataset(rows, cache_dir=cache_dir, show=show_progress)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -264,6 +274,9 @@ def load_openi(
     for row in rows:
         if row["view"]:
             summary.views[row["view"]] = summary.views.get(row["view"], 0) + 1
+    counted = finding_counts([row["finding_labels"] for row in rows])
+    summary.finding_counts = {name: counted.per_finding[name] for name in FINDING_NAMES}
+    summary.finding_none, summary.finding_unknown = counted.n_no_finding, counted.n_unknown
     summary.splits = {
         name: {label: sum(rows[i]["label"] == k for i in indices[name]) for k, label in enumerate(LABEL_NAMES)}
         for name in SPLIT_NAMES
@@ -276,7 +289,7 @@ def load_openi(
 
 
 def _select_rows(
-    studies: list[OpenIStudy], recorder: _Recorder, *, reports_only: bool, show: bool
+    studies: list[OpenIStudy], recorder: _Recorder, *, reports_only: bool, show: bool, drop_no_indexing: bool = False
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -302,6 +315,12 @@ def _select_rows(
             )
             recorder.drop(LABEL_MISMATCH)
             continue
+        finding_labels = findings_from_mesh(study.mesh)  # None: "No Indexing" (a known label, unknown findings)
+        if finding_labels is None:
+            summary.no_indexing += 1
+            if drop_no_indexing:
+                recorder.drop(NO_INDEXING)
+                continue
         choice = select_frontal(study, recorder, reports_only=reports_only)
         if choice.candidate is None:
             if not reports_only:
@@ -322,6 +341,7 @@ def _select_rows(
                 "view": choice.view,
                 "image_file": choice.candidate.name if choice.candidate is not None else None,
                 "source": "real",
+                "finding_labels": finding_labels,
                 "_path": str(path) if path is not None else None,
                 "_identity": _file_identity(path),
             }
@@ -477,6 +497,7 @@ def build_openi_dataset(
     *,
     reports_only: bool = False,
     strict: bool = False,
+    drop_no_indexing: bool = False,
     seed: int = 42,
     test_per_class: int = 200,
     val_fraction: float = 0.1,
@@ -508,7 +529,8 @@ def build_openi_dataset(
         _require_hub_online(push_to_hub)  # fail before the (long) build, not after it
         check_hub_push(push_to_hub, repo_type="dataset", flag="--push-to-hub")
     splits, summary = load_openi(
-        src, reports_only=reports_only, strict=strict, seed=seed, test_per_class=test_per_class,
+        src, reports_only=reports_only, strict=strict, drop_no_indexing=drop_no_indexing, seed=seed,
+        test_per_class=test_per_class,
         val_fraction=val_fraction, cache_dir=cache_dir, show_progress=show_progress, return_summary=True,
         **load_kwargs,
     )

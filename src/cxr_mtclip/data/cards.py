@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .findings import FINDING_NAMES, FindingCounts, finding_counts
 from .schema import LABEL_NAMES, SPLIT_NAMES
 
-__all__ = ["OUTPUT_FORMATS", "openi_dataset_card", "phantom_dataset_card", "split_label_counts"]
+__all__ = ["OUTPUT_FORMATS", "openi_dataset_card", "phantom_dataset_card", "split_finding_counts", "split_label_counts"]
 
 OUTPUT_FORMATS = {"arrow": "{split}/data-*.arrow", "parquet": "data/{split}-*.parquet"}
 _OPENI_LICENCE = "cc-by-nc-nd-4.0"
@@ -26,7 +27,11 @@ _CITATION = ('Demner-Fushman D. et al., "Preparing a collection of radiology exa
 _RULES = """- **report**: findings and impression, each stripped, joined by one space; an empty part is skipped.
   Studies with both empty are dropped.
 - **label**: `normal` iff the MeSH string is exactly `normal` (case-insensitive); every other MeSH
-  string, `No Indexing` included, is `abnormal`. Studies with an empty MeSH are skipped.
+  string, `No Indexing` included, is `abnormal`. Studies with an empty MeSH are skipped.{% if drop_no_indexing %}
+  This build dropped the `No Indexing` studies (`drop_no_indexing`).{% endif %}
+- **finding_labels**: the findings among `cxr_mtclip.data.findings.FINDING_NAMES` (32 radiological findings
+  mapped from the MeSH terms; rules in the package's docs/findings.md); `[]` = none of them (every normal
+  study), null = unknown (`No Indexing`: never indexed, not negative). The binary `label` does not use it.
 - **splits**: test = {{ test_per_class }} normal + {{ test_per_class }} abnormal studies; the rest
   {{ val_percent }}% validation / the remainder train, stratified by label (scikit-learn `train_test_split`);
   deterministic given the seed; no study in two splits."""
@@ -62,7 +67,8 @@ with the data; do not use it commercially; check the Open-i terms before redistr
 
 `uid` (Open-i study number), `image` (one frontal radiograph; None for report-only rows), `findings`,
 `impression`, `report`, `label` (`normal` / `abnormal`), `mesh`, `view`, `image_file`, `source`
-(`real` here; synthetic phantoms from `make_phantom_openi` carry `synthetic`).
+(`real` here; synthetic phantoms from `make_phantom_openi` carry `synthetic`), `finding_labels` (a list of
+finding names as `ClassLabel` ids; null when unknown).
 
 ## Rules
 
@@ -74,6 +80,11 @@ with the data; do not use it commercially; check the Open-i terms before redistr
 
 """ + _COUNTS + """
 Studies seen: {{ summary.studies_seen }}; kept: {{ summary.kept }} ({{ summary.kept_with_image }} with image).
+`No Indexing` studies: {{ summary.no_indexing }} ({{ "dropped" if summary.drop_no_indexing else "kept, labelled abnormal" }}).
+
+Studies per finding (kept studies, all splits):
+
+{{ finding_table }}
 
 Dropped:
 {% for reason, count in summary.dropped | dictsort %}- `{{ reason }}`: {{ count }}
@@ -109,7 +120,8 @@ data was used. Licence: MIT, like `cxr_mtclip`.
 ## Columns
 
 The OpenI schema (`cxr_mtclip.data.OPENI_FEATURES`): `uid`, `image`, `findings`, `impression`, `report`, `label`
-(`normal` / `abnormal`), `mesh`, `view` (`PA`), `image_file`, `source` (`synthetic`).
+(`normal` / `abnormal`), `mesh`, `view` (`PA`), `image_file`, `source` (`synthetic`), `finding_labels` (from the
+MeSH terms; what the phantom draws is read from the report text, see `cxr_mtclip.data.phantoms`).
 
 ## Rules
 
@@ -117,7 +129,10 @@ The OpenI schema (`cxr_mtclip.data.OPENI_FEATURES`): `uid`, `image`, `findings`,
 
 ## Counts
 
-""" + _COUNTS + """
+""" + _COUNTS + """{% if finding_table %}
+Studies per finding (all splits):
+
+{{ finding_table }}{% endif %}
 ## Loading
 
 """ + _LOADING + "\n"
@@ -136,6 +151,23 @@ def split_label_counts(splits: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         labels = np.asarray(split["label"], dtype=np.int64)
         counts[name] = {label: int((labels == k).sum()) for k, label in enumerate(LABEL_NAMES)}
     return counts
+
+
+def split_finding_counts(splits: Mapping[str, Any]) -> FindingCounts | None:
+    """Studies per finding over every split's ``finding_labels`` column; None when a split lacks the column.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> counts = split_finding_counts({"test": Dataset.from_dict({"finding_labels": [["opacity"], [], None]})})
+        >>> counts.per_finding["opacity"], counts.n_no_finding, counts.n_unknown
+        (1, 1, 1)
+    """
+    columns = []
+    for split in splits.values():
+        if "finding_labels" not in split.column_names:
+            return None
+        columns.extend(split["finding_labels"])
+    return finding_counts(columns)
 
 
 def _card_data(split_counts: Mapping[str, Mapping[str, int]], output_format: str, *, licence: str,
@@ -171,8 +203,13 @@ def openi_dataset_card(summary: Any, *, output_format: str = "arrow") -> Dataset
     """
     data = _card_data(summary.splits, output_format, licence=_OPENI_LICENCE,
                       pretty_name="OpenI chest X-rays (Indiana University), built by cxr_mtclip", tags=list(_TAGS))
+    counts = FindingCounts(
+        per_finding={name: int(summary.finding_counts.get(name, 0)) for name in FINDING_NAMES},
+        n_studies=summary.kept, n_unknown=summary.finding_unknown, n_no_finding=summary.finding_none,
+    )
     return DatasetCard.from_template(
         data, template_str=OPENI_TEMPLATE, summary=summary, citation=_CITATION, split_counts=summary.splits,
+        finding_table=counts.to_markdown(), drop_no_indexing=summary.drop_no_indexing,
         test_per_class=summary.test_per_class, val_percent=_val_percent(summary.splits), output_format=output_format,
     )
 
@@ -204,8 +241,10 @@ def phantom_dataset_card(
     data = _card_data(counts, output_format, licence=_OPENI_LICENCE if real_reports else "mit",
                       pretty_name="Synthetic chest X-ray phantoms (cxr_mtclip)",
                       tags=[*_TAGS, "synthetic"])
+    findings = split_finding_counts(splits)
     return DatasetCard.from_template(
-        data, template_str=PHANTOM_TEMPLATE, seed=seed, image_size=image_size, real_reports=real_reports,
+        data, template_str=PHANTOM_TEMPLATE, finding_table=findings.to_markdown() if findings else "",
+        drop_no_indexing=False, seed=seed, image_size=image_size, real_reports=real_reports,
         citation=_CITATION, split_counts=counts, test_per_class=test_per_class, val_percent=_val_percent(counts),
         output_format=output_format,
     )

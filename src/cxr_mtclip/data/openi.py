@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from .findings import findings_from_mesh
 from .images import IMAGE_SUFFIXES, is_image_name
 from .records import MALFORMED_XML, UNKNOWN_LABEL, ImageCandidate, OpenIStudy, _Recorder, progress
 from .schema import join_report, label_from_mesh
@@ -441,12 +442,13 @@ def detect_openi_layout(path: str | os.PathLike) -> str:
 
 
 
-def load_openi_reports(openi_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def load_openi_reports(openi_dir: str | os.PathLike, *, drop_no_indexing: bool = False) -> list[dict[str, Any]]:
     """Real report rows from ``<openi_dir>/reports.csv`` (the ../shared/openi copy), for phantom pairing.
 
     Rows are read at run time only (the data is CC BY-NC-ND: never copy it into the repository). Each dict
     has uid, findings, impression, report, mesh, label; rows without report text are skipped; labels are
     re-derived with `label_from_mesh` and must agree with the file's label column (ValueError naming the row).
+    ``drop_no_indexing`` also skips the ``No Indexing`` rows (as `load_openi`'s option of the same name).
 
     Example:
         >>> rows = load_openi_reports("../shared/openi")  # doctest: +SKIP
@@ -467,6 +469,8 @@ def load_openi_reports(openi_dir: str | os.PathLike) -> list[dict[str, Any]]:
         label = label_from_mesh(cell["mesh"], source=where)
         if cell["label"] and cell["label"] != str(label):
             raise ValueError(f"{where}: label column {cell['label']} disagrees with MeSH {cell['mesh']!r} ({label})")
+        if drop_no_indexing and findings_from_mesh(cell["mesh"]) is None:
+            continue
         rows.append({"uid": cell["uid"], "findings": cell["findings"], "impression": cell["impression"],
                      "report": report, "mesh": cell["mesh"], "label": label})
     return rows

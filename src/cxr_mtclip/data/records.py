@@ -24,6 +24,7 @@ NO_FRONTAL_IMAGE = "no_frontal_image"
 IMAGE_NOT_HELD = "image_not_held"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
+NO_INDEXING = "no_indexing"  # dropped only with drop_no_indexing=True (issue 15, finding 10)
 
 
 @dataclass
@@ -76,6 +77,14 @@ class OpenISummary:
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # "No Indexing" studies (MeSH never indexed: label abnormal by the paper's rule, findings unknown) met
+    # while labelling; dropped too when drop_no_indexing (then also counted in `dropped`).
+    no_indexing: int = 0
+    drop_no_indexing: bool = False
+    # kept studies per finding (`data.findings`), and those with no listed finding / unknown findings
+    finding_counts: dict[str, int] = field(default_factory=dict)
+    finding_none: int = 0
+    finding_unknown: int = 0
 
     def to_json(self) -> str:
         return json.dumps({_SUMMARY_KEY: asdict(self)}, indent=1, sort_keys=True)
@@ -104,6 +113,12 @@ class OpenISummary:
             lines.append(
                 "kept without image: " + ", ".join(f"{k}={v}" for k, v in sorted(self.images_missing_kept.items()))
             )
+        lines.append(f"No Indexing studies: {self.no_indexing} ("
+                     + ("dropped" if self.drop_no_indexing else "kept, labelled abnormal") + ")")
+        if self.finding_counts:
+            listed = ", ".join(f"{k}={v}" for k, v in self.finding_counts.items() if v) or "none"
+            lines.append(f"findings (studies): {listed}; no listed finding={self.finding_none}, "
+                         f"unknown={self.finding_unknown}")
         for split, counts in self.splits.items():
             total = sum(counts.values())
             lines.append(f"  {split:<10} {total:>6}  " + "  ".join(f"{k}={v}" for k, v in counts.items()))

@@ -1,6 +1,7 @@
 """The study schema, declared once: columns (`OPENI_FEATURES`), the label and report rules, and data provenance.
 
-Imports nothing from `cxr_mtclip`: every other data, training and evaluation module builds on it.
+Imports nothing from `cxr_mtclip` but `data.findings` (itself a bottom module, for the `finding_labels`
+column type): every other data, training and evaluation module builds on it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import datasets
 from datasets import ClassLabel, Features, Value
+
+from .findings import finding_labels_feature
 
 __all__ = [
     "LABEL_NAMES",
@@ -38,6 +41,8 @@ OPENI_FEATURES = Features(
         "view": Value("string"),
         "image_file": Value("string"),
         "source": Value("string"),
+        # multi-label findings from the MeSH terms (`data.findings`); None = unknown (`No Indexing`), [] = none
+        "finding_labels": finding_labels_feature(),
     }
 )
 

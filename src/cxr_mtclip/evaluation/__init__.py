@@ -2,6 +2,8 @@
 
 - `statistics`: the one ROC AUC, F1, NaN-aware mean and (seed x query) bootstrap; pure numpy.
 - `metrics`: retrieval metrics both ways, classification metrics, bootstrap CIs of a result; pure numpy.
+- `finding_metrics`, `finding_results`: multi-label finding metrics (beyond the paper) and the findings entry of
+  `evaluate_models`; numpy.
 - `tables`: markdown tables (the paper's Tables I-III layout), one number format and metric order.
 - `plots`: t-SNE and loss-curve PNGs.
 - `evaluate`: `evaluate_models` (embed, index, every metric, results.json/.md, t-SNE) and `cxr-mtclip evaluate`.
@@ -12,6 +14,15 @@
 
 from typing import Any
 
+from .finding_metrics import (
+    bidirectional_finding_retrieval_metrics,
+    finding_bootstrap_cis,
+    finding_classification_bootstrap_cis,
+    finding_classification_metrics,
+    finding_query_result,
+    finding_retrieval_result,
+)
+from .finding_results import evaluate_findings, finding_columns, findings_markdown
 from .metrics import (
     DIRECTIONS,
     PAPER_EXCLUDED,
@@ -42,14 +53,23 @@ __all__ = [
     "PAPER_EXCLUDED",
     "SCORE_DECIMALS",
     "RetrievalResult",
+    "bidirectional_finding_retrieval_metrics",
     "bidirectional_retrieval_metrics",
     "bidirectional_retrieval_results",
     "binary_f1",
     "bootstrap_ci",
     "classification_metrics",
     "compute_retrieval_result",
+    "evaluate_findings",
     "evaluate_models",
     "f1_rows",
+    "finding_bootstrap_cis",
+    "finding_classification_bootstrap_cis",
+    "finding_classification_metrics",
+    "finding_columns",
+    "finding_query_result",
+    "finding_retrieval_result",
+    "findings_markdown",
     "format_number",
     "format_paper_tables",
     "metric_module_path",

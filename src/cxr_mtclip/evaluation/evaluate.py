@@ -11,16 +11,20 @@
 Protocols (see `cxr_mtclip.retrieval`): ``cross-modal`` ranks image queries against report
 embeddings and report queries against image embeddings; ``paper`` ranks both against the fused
 embeddings (Algorithm 2). In the paper protocol query ``i``'s own embedding is half of fused row
-``i``, so an image query scores its own study at ``sqrt((1 + cos(v_i, t_i)) / 2) >= sqrt(1/2)``
-whatever the model learned. Two measurements show what that does: the same metrics with the query's
-own row removed from the gallery (``paper (own pair excluded)``: Accuracy@k is undefined there, the
-duplicate-aware and label metrics remain), and ``self_match``: paper vs cross-modal Accuracy@k.
+``i``, so a query scores its own study at ``sqrt((1 + cos(v_i, t_i)) / 2)`` (the "own-pair score"): never
+below the pair's cross-modal cosine ``cos(v_i, t_i)``, 1 when the pair is aligned, 0 when it is anti-aligned.
+Two measurements show what that does: the same metrics with the query's own row removed from the gallery
+(``paper (own pair excluded)``: Accuracy@k is undefined there, the duplicate-aware and label metrics remain),
+and ``self_match``: paper vs cross-modal Accuracy@k with the measured distribution of the own-pair scores.
+
+Every metric in results.json sits under the name of its protocol (``metrics[protocol]``,
+``bootstrap_ci[protocol]``), beside the standard and the paper-compatible definitions of each label metric
+(docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -39,13 +43,16 @@ from ..hub import load_model_and_processor
 from ..registry import is_registered
 from ..retrieval.embedding import (
     EMBEDDING_COLUMNS,
+    FINDING_LOGITS_COLUMN,
     LOGITS_COLUMN,
     embed_dataset,
+    embed_reports,
     embedding_model_fingerprint,
     present_mask,
 )
 from ..retrieval.index import build_index
 from ..utils import json_safe
+from .finding_results import evaluate_findings, finding_columns, finding_query_texts, findings_markdown
 from .metrics import (
     DIRECTIONS,
     PAPER_EXCLUDED,
@@ -58,7 +65,7 @@ from .evaluate_args import PROTOCOLS, build_parser
 from .plots import plot_tsne
 from .tables import format_number, results_markdown
 
-__all__ = ["PROTOCOLS", "build_parser", "evaluate_models", "main", "model_slug"]
+__all__ = ["PROTOCOLS", "build_parser", "distribution_summary", "evaluate_models", "main", "model_slug"]
 
 _INDEX_BY_PROTOCOL = {
     ("cross-modal", "image_to_text"): ("image_embeds", "text_embeds"),
@@ -94,6 +101,7 @@ def evaluate_models(
     image_column: str = "image",
     text_column: str = "report",
     label_column: str = "label",
+    finding_column: str = "finding_labels",
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Embed `dataset` with each model, compute every metric, write results.json, results.md and t-SNE PNGs.
@@ -106,6 +114,8 @@ def evaluate_models(
         data_note: where the data came from (e.g. "synthetic phantom images"); heads every table.
         seed: seeds the bootstrap CIs and the t-SNE.
         n_boot: bootstrap resamples per metric (0 = no confidence intervals).
+        finding_column: multi-label findings; when the split has it, each model also gets a ``findings`` entry
+            (`cxr_mtclip.evaluation.finding_results.evaluate_findings`) and results.md a findings section.
 
     Returns the content of results.json (NaN written as null).
 
@@ -144,17 +154,28 @@ def evaluate_models(
         )
     labels = np.asarray(evaluable[label_column], dtype=np.int64)
     texts = list(evaluable[text_column])
+    findings = finding_columns(evaluable, finding_column) if finding_column in evaluable.column_names else None
 
     per_model: dict[str, Any] = {}
     for (name, (model, processor)), slug in zip(models.items(), slugs):
+        # the head's AUC when the model's findings are the split's, in the same order
+        same = findings is not None and list(getattr(model.config, "finding_names", None) or []) == findings[2]
+        head = (FINDING_LOGITS_COLUMN,) if same else ()
         embedded = embed_dataset(
-            model, processor, evaluable, batch_size=batch_size, columns=(*EMBEDDING_COLUMNS, LOGITS_COLUMN),
+            model, processor, evaluable, batch_size=batch_size, columns=(*EMBEDDING_COLUMNS, LOGITS_COLUMN, *head),
             image_column=image_column, text_column=text_column, show_progress=show_progress,
         )
-        arrays = _numpy_columns(embedded, (*EMBEDDING_COLUMNS, LOGITS_COLUMN))
+        arrays = _numpy_columns(embedded, (*EMBEDDING_COLUMNS, LOGITS_COLUMN, *head))
         entry = _evaluate_one(arrays, labels, texts, protocols, ks, seed, n_boot)
         entry["fingerprint"] = embedding_model_fingerprint(embedded)
         entry["index_check"] = _index_agreement(embedded, arrays, protocols, show_progress)
+        if findings is not None:
+            queries = finding_query_texts(findings[2])
+            entry["findings"] = evaluate_findings(
+                arrays, *findings, ks=ks, seed=seed, n_boot=n_boot,
+                query_embeds=None if queries is None else embed_reports(model, processor, queries),
+                finding_logits=arrays.get(FINDING_LOGITS_COLUMN),
+            )
         if tsne:
             png = output / f"tsne_{slug}.png"
             plot_tsne(arrays["fused_embeds"], labels, png, f"{name}: fused embeddings ({counts['evaluated']} studies)",
@@ -173,7 +194,7 @@ def evaluate_models(
         "models": per_model,
     })
     atomic_write_text(output / "results.json", json.dumps(results, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    atomic_write_text(output / "results.md", results_markdown(results))
+    atomic_write_text(output / "results.md", results_markdown(results) + findings_markdown(results))
     return results
 
 
@@ -257,11 +278,12 @@ def _evaluate_one(
 
 
 def _self_match(runs: Mapping[str, Any], image: np.ndarray, text: np.ndarray, fused: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
-    """Paper vs cross-modal Accuracy@k per direction, and how the query's own half lifts its pair's score."""
+    """Paper vs cross-modal Accuracy@k per direction, and the measured own-pair scores (query . its fused row)."""
     out: dict[str, Any] = {}
+    pair_cosine = np.sum(image.astype(np.float64) * text.astype(np.float64), axis=1)
     for direction, queries in zip(DIRECTIONS, (image, text)):
         paper, cross = runs["paper"][direction], runs["cross-modal"][direction]
-        own_scores = np.sum(queries.astype(np.float64) * fused.astype(np.float64), axis=1)
+        own_scores = np.sum(_unit_rows(queries) * _unit_rows(fused), axis=1)
         paper_hit = paper.paired_ranks == 0
         cross_hit = cross.paired_ranks == 0
         out[direction] = {
@@ -271,10 +293,31 @@ def _self_match(runs: Mapping[str, Any], image: np.ndarray, text: np.ndarray, fu
             # Top-1 hits of the paper protocol that the cross-modal protocol does not reproduce.
             "paper_only_top1_fraction": float(np.mean(paper_hit & ~cross_hit)),
             "mean_own_pair_score": float(own_scores.mean()),
-            "own_pair_score_floor": math.sqrt(0.5),
-            "mean_pair_cosine": float(np.mean(np.sum(image.astype(np.float64) * text.astype(np.float64), axis=1))),
+            "own_pair_score": distribution_summary(own_scores),
+            "mean_pair_cosine": float(pair_cosine.mean()),
+            "pair_cosine": distribution_summary(pair_cosine),
         }
     return out
+
+
+def distribution_summary(values: Any) -> dict[str, float]:
+    """Minimum, 5/25/50/75/95 % quantiles (numpy's linear interpolation), maximum and mean of `values`.
+
+    Example:
+        >>> distribution_summary([0.0, 1.0])["median"]
+        0.5
+    """
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError("distribution_summary needs at least one value")
+    quantiles = np.quantile(array, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {"min": float(array.min()), **dict(zip(("p05", "p25", "median", "p75", "p95"), map(float, quantiles))),
+            "max": float(array.max()), "mean": float(array.mean())}
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    return array / np.linalg.norm(array, axis=1, keepdims=True)
 
 
 def _index_agreement(
@@ -350,5 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys = [k for k in ("image_to_text/accuracy@1", "text_to_image/accuracy@1", "image_to_text/precision@5") if k in metrics]
             summary = ", ".join(f"{k}={format_number(metrics[k], missing='n/a')}" for k in keys)
             print(f"  {name} [{protocol_name}]: {summary}")
+        for protocol_name, metrics in entry.get("findings", {}).get("retrieval", {}).items():
+            keys = [k for k in metrics if k.endswith("/macro") and "finding_precision@" in k]
+            print(f"  {name} [findings, {protocol_name}]: "
+                  + ", ".join(f"{k}={format_number(metrics[k], missing='n/a')}" for k in keys))
     print(f"wrote {output / 'results.json'}, {output / 'results.md'}")
     return 0

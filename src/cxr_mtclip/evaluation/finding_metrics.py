@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .statistics import bootstrap_ci, nanmean, roc_auc_rows
+from .statistics import bootstrap_ci, nanmean, nanmean_rows, roc_auc_rows
 
 __all__ = [
     "FindingRetrievalResult",
@@ -45,6 +45,8 @@ __all__ = [
     "finding_classification_metrics",
     "finding_query_result",
     "finding_retrieval_result",
+    "macro_rows",
+    "micro_rows",
 ]
 
 _CHUNK_ELEMENTS = 1 << 22
@@ -298,9 +300,9 @@ def finding_bootstrap_cis(
             matrix = result.per_query_finding[stem]
             contributing = ~np.isnan(matrix).all(axis=1)
             if tail == "macro":
-                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, _macro)
+                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, macro_rows)
             elif tail == "micro":
-                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, _micro)
+                cis[key] = _ci_or_nan(matrix, contributing, n_boot, alpha, seed, estimate, micro_rows)
             else:
                 column = matrix[:, result.names.index(tail)]
                 cis[key] = _ci_or_nan(column, ~np.isnan(column), n_boot, alpha, seed, estimate)
@@ -360,10 +362,17 @@ def finding_classification_bootstrap_cis(
     rows = np.column_stack([labels, values])
     estimates = _classification_from_rows(rows, names)
     everyone = np.ones(rows.shape[0], dtype=bool)
-    return {
-        key: _ci_or_nan(rows, everyone, n_boot, alpha, seed, estimate, _auc_statistic(key.rpartition("/")[2], names))
-        for key, estimate in estimates.items()
-    }
+    n_findings = len(names)
+    cis = {}
+    for key, estimate in estimates.items():
+        tail = key.rpartition("/")[2]
+        if tail in ("macro", "micro"):
+            cis[key] = _ci_or_nan(rows, everyone, n_boot, alpha, seed, estimate, _auc_rows_statistic(tail))
+        else:  # one finding: only its two columns are resampled (same draws: they depend on the row count only)
+            f = names.index(tail)
+            cis[key] = _ci_or_nan(rows[:, [f, n_findings + f]], everyone, n_boot, alpha, seed, estimate,
+                                  _auc_rows_statistic("one"))
+    return cis
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,24 +402,39 @@ def _micro(matrix: np.ndarray) -> float:
 
 
 def _ci_or_nan(values, contributing, n_boot, alpha, seed, estimate, statistic=None) -> tuple[float, float, float]:
+    """`bootstrap_ci` of `values` (``statistic``: `bootstrap_ci`'s, one (resamples, queries) array per column ->
+    one value per resample), or NaN bounds when fewer than 2 queries contribute."""
     if int(np.count_nonzero(contributing)) < 2:
         return float(estimate), math.nan, math.nan
-    if statistic is None:
-        est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed)
-    else:
-        est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed, statistic=_per_resample(statistic))
+    est, lo, hi = bootstrap_ci(values, n_boot, alpha, seed, statistic=statistic)
     return float(est), lo, hi
 
 
-def _per_resample(on_rows: Any) -> Any:
-    """`bootstrap_ci`'s statistic (one (resamples, queries) array per column -> one value per resample) from
-    a statistic of one (queries, columns) sample."""
+def macro_rows(*columns: np.ndarray) -> np.ndarray:
+    """The macro average of every row at once: ``columns`` are (rows, queries) arrays, one per finding, NaN where a
+    query does not carry the finding; per row, the mean over findings of each finding's mean over its queries
+    (findings without a query are skipped). A statistic for `cxr_mtclip.evaluation.statistics.seed_query_bootstrap`.
 
-    def statistic(*columns: np.ndarray) -> np.ndarray:
-        samples = np.stack(columns, axis=-1)
-        return np.array([on_rows(sample) for sample in samples], dtype=np.float64)
+    Example:
+        >>> float(macro_rows(np.array([[1.0, 0.0, np.nan]]), np.array([[np.nan, np.nan, 1.0]]))[0])
+        0.75
+    """
+    samples = np.stack(columns, axis=-1)  # (resamples, queries, findings)
+    present = ~np.isnan(samples)
+    counts = present.sum(axis=1)
+    means = np.where(present, samples, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    return nanmean_rows(np.where(counts > 0, means, np.nan))
 
-    return statistic
+
+def micro_rows(*columns: np.ndarray) -> np.ndarray:
+    """The micro average of every row at once: the mean of all non-NaN (query, finding) values of the row.
+
+    Example:
+        >>> float(micro_rows(np.array([[1.0, 0.0, np.nan]]), np.array([[np.nan, np.nan, 1.0]]))[0])
+        0.6666666666666666
+    """
+    samples = np.stack(columns, axis=-1)
+    return nanmean_rows(samples.reshape(samples.shape[0], -1))
 
 
 def _top_indices(
@@ -485,18 +509,23 @@ def _classification_from_rows(rows: np.ndarray, names: tuple[str, ...]) -> dict[
     return out
 
 
-def _auc_statistic(tail: str, names: tuple[str, ...]):
-    """The statistic of one classification key on a resample of ``[labels | scores]`` rows."""
-    n_findings = len(names)
+def _auc_rows_statistic(tail: str):
+    """`bootstrap_ci`'s statistic for one classification key on resamples of ``[labels | scores]`` columns.
 
-    def statistic(sample: np.ndarray) -> float:
-        labels, scores = sample[:, :n_findings] > 0.5, sample[:, n_findings:]
-        if tail == "macro":
-            return nanmean(_column_auc(labels, scores))
+    ``tail`` "one": the two columns of one finding; "macro" / "micro": all ``2 F`` columns.
+    """
+
+    def statistic(*columns: np.ndarray) -> np.ndarray:
+        n_findings = len(columns) // 2
+        labels = np.stack(columns[:n_findings], axis=1) > 0.5  # (resamples, findings, queries)
+        scores = np.stack(columns[n_findings:], axis=1)
+        resamples = labels.shape[0]
+        if tail == "one":
+            return roc_auc_rows(labels[:, 0], scores[:, 0])
         if tail == "micro":
-            return float(_column_auc(labels.reshape(-1, 1), scores.reshape(-1, 1))[0])
-        f = names.index(tail)
-        return float(_column_auc(labels[:, [f]], scores[:, [f]])[0])
+            return roc_auc_rows(labels.reshape(resamples, -1), scores.reshape(resamples, -1))
+        per_finding = roc_auc_rows(labels.reshape(resamples * n_findings, -1), scores.reshape(resamples * n_findings, -1))
+        return nanmean_rows(per_finding.reshape(resamples, n_findings))
 
     return statistic
 

@@ -1,8 +1,10 @@
 """Retrieval and classification metrics for paired image/report embeddings (numpy in, floats out).
 
-Pure numpy: this module imports no model code and, from ``cxr_mtclip``, only its sibling
-`cxr_mtclip.evaluation.statistics` (the one ROC AUC, F1, mean and bootstrap). The exact definition of every
-number is written in ``docs/metrics.md``; the docstrings below repeat the short form.
+Pure numpy: this module imports no model code and, from ``cxr_mtclip``, only its siblings
+`cxr_mtclip.evaluation.statistics` (the one ROC AUC, AP, F1, mean and bootstrap) and
+`cxr_mtclip.evaluation.paper_metrics` (the paper-compatible readings, computed beside the standard metrics under
+their own keys). The exact definition of every number is written in ``docs/metrics.md``; the docstrings below
+repeat the short form.
 
 Conventions shared by every retrieval function:
 
@@ -18,8 +20,6 @@ Conventions shared by every retrieval function:
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .duplicates import duplicate_ids, normalise_report_text
+from .paper_metrics import label_hit_rates, query_label_score_metrics, query_score_statistic, query_scores
 from .statistics import binary_f1, bootstrap_ci, f1_rows, nanmean, roc_auc_rows
 
 __all__ = [
@@ -53,8 +55,6 @@ PAPER_EXCLUDED = "paper (own pair excluded)"
 
 # Elements of one (queries x gallery) block; about ten such float64/int64 blocks live at once.
 _CHUNK_ELEMENTS = 1 << 21
-_NON_WORD = re.compile(r"[^\w\s]|_")
-_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,19 @@ class RetrievalResult:
     """Aggregate metrics of one retrieval direction plus the per-query values behind them.
 
     ``per_query`` holds one float array of length ``n_queries`` per mean-decomposable metric
-    (same keys as ``metrics`` except ``f1``; ``roc_auc`` and ``map`` hold NaN for skipped queries,
-    ``accuracy@k`` holds NaN under ``exclude_self``). ``metrics[key]`` is the mean of the non-NaN
-    entries of ``per_query[key]``. ``f1`` is not a mean over queries: it is recomputed from
-    ``query_labels`` and ``vote_labels``.
+    (same keys as ``metrics`` except ``f1``, ``f1@1`` and the ``*_score`` keys; ``roc_auc`` and ``map`` hold
+    NaN for skipped queries, ``accuracy@k`` holds NaN under ``exclude_self``). ``metrics[key]`` is the mean of
+    the non-NaN entries of ``per_query[key]``. The others are one number over the queries: ``f1`` from
+    ``query_labels`` and ``vote_labels``, ``f1@1`` from ``query_labels`` and ``top1_labels``, and
+    ``roc_auc_<reading>_score`` / ``map_<reading>_score`` from ``query_labels`` and ``query_scores[reading]``.
     """
 
     metrics: dict[str, float]
     per_query: dict[str, np.ndarray]
     query_labels: np.ndarray
     vote_labels: np.ndarray
+    top1_labels: np.ndarray
+    query_scores: dict[str, np.ndarray]
     paired_ranks: np.ndarray
     n_queries: int
     n_gallery: int
@@ -79,24 +82,6 @@ class RetrievalResult:
     n_skipped_roc_auc: int
     f1_k: int
     exclude_self: bool
-
-
-def normalise_report_text(text: str) -> str:
-    """Canonical form of a report used to decide that two reports are duplicates.
-
-    NFKC Unicode normalisation, lowercase, every character that is not a letter, digit or
-    whitespace (punctuation, underscores) replaced by a space, whitespace runs collapsed to one
-    space, ends stripped. De-identification tokens (``XXXX``) are kept as the word ``xxxx``: the
-    words they hide differ between reports, so dropping them would merge reports that may say
-    different things, while keeping them matches what the text encoder sees.
-
-    Example: ``normalise_report_text("No acute  disease.\\nXXXX, stable.")`` returns
-    ``"no acute disease xxxx stable"``.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"report text must be a str, got {type(text).__name__}")
-    folded = unicodedata.normalize("NFKC", text).lower()
-    return _WHITESPACE.sub(" ", _NON_WORD.sub(" ", folded)).strip()
 
 
 def compute_retrieval_result(
@@ -143,6 +128,11 @@ def compute_retrieval_result(
         ``f1``: binary F1 (abnormal positive) over queries of the label vote (majority label of
         the top ``f1_k``; an even split takes the top-1 item's label) against the query label.
 
+    Paper-compatible keys beside them (`cxr_mtclip.evaluation.paper_metrics`): ``label_hit_rate@k`` (a same-label
+    item in the top k), ``f1@1`` (F1 of the top-1 label), ``roc_auc_top1_score`` / ``map_top1_score`` (the top-1
+    similarity as a score for the query's label, abnormal positive) and, when each query ranks at least 10
+    items, ``roc_auc_top10_mean_score`` / ``map_top10_mean_score``.
+
     Example:
         >>> import numpy as np
         >>> x = np.eye(4)
@@ -170,7 +160,7 @@ def compute_retrieval_result(
         raise ValueError("exclude_self=True needs a gallery of at least 2 rows")
     ks = _as_ks(ks, n_candidates, "ks")
     f1_k = min(5, n_candidates) if f1_k is None else _as_ks((f1_k,), n_candidates, "f1_k")[0]
-    gallery_ids, target_ids = _duplicate_ids(query_texts, gallery_texts, n_queries, n_gallery)
+    gallery_ids, target_ids = duplicate_ids(query_texts, gallery_texts, n_queries, n_gallery)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // n_gallery)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -183,7 +173,10 @@ def compute_retrieval_result(
     precision = {k: nan.copy() for k in ks}
     average_precision = nan.copy()
     roc_auc = nan.copy()
+    hit_rate = {k: nan.copy() for k in ks}
     votes = np.zeros(n_queries, dtype=np.int64)
+    top1_labels = np.zeros(n_queries, dtype=np.int64)
+    scores_by_reading = {name: nan.copy() for name in query_scores(np.zeros((1, n_candidates)), n_candidates)}
     paired_ranks = np.full(n_queries, -1, dtype=np.int64)
     kmax = max(ks[-1], f1_k)
     positions = np.arange(n_gallery)
@@ -215,6 +208,11 @@ def compute_retrieval_result(
                 dedup[k][rows] = is_duplicate[:, :k].any(axis=1)
             mean_cosine[k][rows] = sorted_scores[:, :k].mean(axis=1)
             precision[k][rows] = relevant[:, :k].mean(axis=1)
+        for k, hits_k in label_hit_rates(relevant, ks).items():
+            hit_rate[k][rows] = hits_k
+        top1_labels[rows] = g_labels[order[:, 0]]
+        for name, values in query_scores(sorted_scores, n_candidates).items():
+            scores_by_reading[name][rows] = values
 
         n_relevant = relevant.sum(axis=1)
         hits = np.cumsum(relevant, axis=1)
@@ -237,6 +235,8 @@ def compute_retrieval_result(
         per_query[f"mean_cosine@{k}"] = mean_cosine[k]
     for k in ks:
         per_query[f"precision@{k}"] = precision[k]
+    for k in ks:
+        per_query[f"label_hit_rate@{k}"] = hit_rate[k]
     per_query["roc_auc"] = roc_auc
     per_query["map"] = average_precision
 
@@ -244,11 +244,15 @@ def compute_retrieval_result(
     metrics["f1"] = binary_f1(q_labels, votes)
     metrics["roc_auc"] = nanmean(roc_auc)
     metrics["map"] = nanmean(average_precision)
+    metrics["f1@1"] = binary_f1(q_labels, top1_labels)
+    metrics.update(query_label_score_metrics(q_labels, scores_by_reading))
     return RetrievalResult(
         metrics=metrics,
         per_query=per_query,
         query_labels=q_labels,
         vote_labels=votes,
+        top1_labels=top1_labels,
+        query_scores=scores_by_reading,
         paired_ranks=paired_ranks,
         n_queries=n_queries,
         n_gallery=n_gallery,
@@ -275,7 +279,8 @@ def retrieval_metrics(
     """Retrieval metrics of one direction as a flat dict (see :func:`compute_retrieval_result`).
 
     Keys: ``accuracy@k``, ``accuracy_dedup@k`` (only with ``gallery_texts``), ``mean_cosine@k``,
-    ``precision@k`` for each k, then ``f1``, ``roc_auc``, ``map``.
+    ``precision@k``, ``label_hit_rate@k`` for each k, then ``f1``, ``roc_auc``, ``map`` and the paper-compatible
+    ``f1@1``, ``roc_auc_top1_score``, ``map_top1_score`` (+ ``..._top10_mean_score`` with 10 or more candidates).
 
     Example:
         >>> import numpy as np
@@ -465,9 +470,13 @@ def retrieval_bootstrap_cis(
     """
     cis: dict[str, tuple[float, float, float]] = {}
     for key in result.metrics:
-        if key == "f1":
-            pairs = np.column_stack([result.query_labels, result.vote_labels])
+        reading = query_score_statistic(key)
+        if key in ("f1", "f1@1"):
+            pairs = np.column_stack([result.query_labels, result.vote_labels if key == "f1" else result.top1_labels])
             cis[key] = bootstrap_ci(pairs, n_boot, alpha, seed, statistic=f1_rows)
+        elif reading is not None:
+            pairs = np.column_stack([result.query_labels, result.query_scores[reading[0]]])
+            cis[key] = bootstrap_ci(pairs, n_boot, alpha, seed, statistic=reading[1])
         else:
             cis[key] = bootstrap_ci(result.per_query[key], n_boot, alpha, seed)
     return cis
@@ -539,37 +548,3 @@ def _as_ks(ks: Iterable[int], n_candidates: int, name: str) -> tuple[int, ...]:
                 "use smaller cut-offs or a larger gallery"
             )
     return tuple(sorted({int(k) for k in values}))
-
-
-def _duplicate_ids(
-    query_texts: Sequence[str] | None, gallery_texts: Sequence[str] | None, n_queries: int, n_gallery: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if gallery_texts is None:
-        if query_texts is not None:
-            raise ValueError("query_texts only sets the duplicate-aware target; pass gallery_texts too")
-        return None, None
-    vocabulary: dict[str, int] = {}
-    normalised = _normalised_texts(gallery_texts, n_gallery, "gallery_texts")
-    gallery_ids = np.array([vocabulary.setdefault(text, len(vocabulary)) for text in normalised], dtype=np.int64)
-    if query_texts is None:
-        return gallery_ids, gallery_ids[:n_queries].copy()
-    # A query report absent from the gallery gets -1: only its own paired item can match it.
-    target_ids = np.array(
-        [vocabulary.get(text, -1) for text in _normalised_texts(query_texts, n_queries, "query_texts")],
-        dtype=np.int64,
-    )
-    return gallery_ids, target_ids
-
-
-def _normalised_texts(texts: Sequence[str], n: int, name: str) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError(f"{name} must be a sequence of report strings, not a single string")
-    texts = list(texts)
-    if len(texts) != n:
-        raise ValueError(f"{name} has {len(texts)} entries; expected {n} (one per row)")
-    out = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"{name}[{i}] must be a str, got {type(text).__name__}")
-        out.append(normalise_report_text(text))
-    return out

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "average_precision_rows",
     "binary_f1",
     "bootstrap_ci",
     "f1_rows",
@@ -120,6 +121,36 @@ def roc_auc_rows(labels: Any, scores: Any, valid: Any = None) -> np.ndarray:
     total = (wins * positive).sum(axis=1)
     defined = (n_pos > 0) & (n_neg > 0)
     return np.where(defined, total / np.maximum(n_pos * n_neg, 1), np.nan)
+
+
+def average_precision_rows(labels: Any, scores: Any) -> np.ndarray:
+    """Average precision of each row, scikit-learn's step-wise definition; NaN for a row without a 1.
+
+    ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, descending (no interpolation), as
+    ``sklearn.metrics.average_precision_score``: items of one tie group enter the ranking together, so each
+    positive counts the precision at the end of its tie group.
+
+    Example:
+        >>> round(float(average_precision_rows([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])[0]), 4)
+        0.8333
+    """
+    labels = np.atleast_2d(np.asarray(labels))
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels have shape {labels.shape} but scores have shape {scores.shape}")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    sorted_scores = np.take_along_axis(scores, order, axis=1)
+    positive = np.take_along_axis(labels == 1, order, axis=1)
+    n = sorted_scores.shape[1]
+    positions = np.arange(n)
+    group_last = np.ones(sorted_scores.shape, dtype=bool)
+    group_last[:, :-1] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    group_end = np.minimum.accumulate(np.where(group_last, positions, n)[:, ::-1], axis=1)[:, ::-1]
+    true_so_far = np.cumsum(positive, axis=1)
+    precision_at_group_end = np.take_along_axis(true_so_far, group_end, axis=1) / (group_end + 1)
+    n_pos = positive.sum(axis=1)
+    total = (precision_at_group_end * positive).sum(axis=1)
+    return np.where(n_pos > 0, total / np.maximum(n_pos, 1), np.nan)
 
 
 def seed_query_bootstrap(

@@ -3,7 +3,7 @@
 This package knows nothing about models: every function takes tensors and returns a scalar tensor.
 
 - `contrastive`: `clip_loss`, `supervised_contrastive_loss`.
-- `composite`: `CompositeLoss`, the paper's weighted sum, and `PAPER_LOSS_WEIGHTS`.
+- `composite`: `CompositeLoss`, the paper's weighted sum (plus the optional multi-label terms), and `PAPER_LOSS_WEIGHTS`.
 - `multilabel`: per-finding BCE and label-overlap-weighted SupCon (beyond the paper).
 - `distributed`: the all-gathers behind global-batch negatives.
 
@@ -28,7 +28,7 @@ it while ``logit_scale`` would get all of it. Consequence: use the gathered tens
 that every rank computes identically (as here); do not multiply the loss by ``world_size`` yourself.
 """
 
-from .composite import LOSS_TERMS, PAPER_LOSS_WEIGHTS, CompositeLoss, CompositeLossOutput
+from .composite import LOSS_TERMS, MULTILABEL_LOSS_TERMS, PAPER_LOSS_WEIGHTS, CompositeLoss, CompositeLossOutput
 from .contrastive import DEFAULT_SUPCON_TEMPERATURE, clip_loss, supervised_contrastive_loss
 from .distributed import gather_no_grad, gather_with_grad
 from .multilabel import (
@@ -45,6 +45,7 @@ __all__ = [
     "CLASS_BALANCE_METHODS",
     "DEFAULT_SUPCON_TEMPERATURE",
     "LOSS_TERMS",
+    "MULTILABEL_LOSS_TERMS",
     "PAPER_LOSS_WEIGHTS",
     "CompositeLoss",
     "CompositeLossOutput",

@@ -30,7 +30,15 @@ from ..evaluation.plots import plot_loss_curves
 from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 from ..registry import get_architecture, is_registered
 from ..training.collator import CxrMtClipDataCollator, undecoded_images
-from ..training.hpo import BEST_HP_NAME, HP_SEARCH_RANGES, format_trial_table, save_trial_table, trial_table
+from ..training.hpo import (
+    BEST_HP_NAME,
+    HP_SEARCH_RANGES,
+    OBJECTIVE_DEFINITION,
+    best_hyperparameters_record,
+    format_trial_table,
+    save_trial_table,
+    trial_table,
+)
 from ..training.trainer import CONFIG_OVERRIDE_KEYS, CxrMtClipTrainer, build_model, make_model_init
 from ..training.training_args import CxrMtClipTrainingArguments
 from ..utils import json_safe
@@ -364,10 +372,8 @@ def run_training(
         if hpo_trainer.is_world_process_zero():
             trials = trial_table(hpo_trainer.hp_study)
             save_trial_table(trials, output_dir)
-            write_json(best_file, {"objective": best_run.objective, "trial": int(best_run.run_id),
-                                    "hyperparameters": best_hp,
-                                    "objective_definition": "mean of validation image->text and text->image accuracy@1"})
-            print(f"Hyper-parameter search ({len(trials)} trials, objective = mean validation accuracy@1):")
+            write_json(best_file, best_hyperparameters_record(best_run.objective, int(best_run.run_id), best_hp))
+            print(f"Hyper-parameter search ({len(trials)} trials, objective = {OBJECTIVE_DEFINITION}):")
             print(format_trial_table(trials))
             print(f"Best trial {best_run.run_id}: objective {best_run.objective:.4f}, {best_hp}")
         del hpo_trainer
@@ -441,7 +447,7 @@ def run_training(
         hpo_info = None
         if best_hp:
             hpo_info = {"trials": training_args.hpo_trials, "best": best_hp,
-                        "objective": "mean of validation image->text and text->image accuracy@1",
+                        "objective": OBJECTIVE_DEFINITION,
                         "ranges": HP_SEARCH_RANGES}
         card = render_model_card(
             all_results,

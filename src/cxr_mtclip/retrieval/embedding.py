@@ -27,6 +27,7 @@ from ..utils import eval_mode, positive_int, unwrap_model
 
 __all__ = [
     "EMBEDDING_COLUMNS",
+    "FINDING_LOGITS_COLUMN",
     "FINGERPRINT_COLUMN",
     "LOGITS_COLUMN",
     "embed_dataset",
@@ -41,6 +42,8 @@ __all__ = [
 
 EMBEDDING_COLUMNS = ("image_embeds", "text_embeds", "fused_embeds")
 LOGITS_COLUMN = "logits"
+FINDING_LOGITS_COLUMN = "finding_logits"
+"""Per-finding logits of the multi-label head (models whose config has `finding_names`), for the head's AUC."""
 FINGERPRINT_COLUMN = "embeds_model"
 """Column written by `embed_dataset`: the `model_fingerprint` of the model that made the embeddings."""
 # Keys that change when the same weights are saved and reloaded, or with the library version.
@@ -161,7 +164,8 @@ def embed_dataset(
 
     Args:
         columns: any of ``image_embeds``, ``text_embeds``, ``fused_embeds`` and ``logits`` (the
-            head's abnormal logit on the fused pair, for classification metrics).
+            head's abnormal logit on the fused pair, for classification metrics), and ``finding_logits``
+            (the multi-label head's per-finding logits; only for a model that has that head).
         accelerator: an `accelerate.Accelerator`; with ``num_processes > 1`` each process embeds its
             contiguous shard and every process gets back the whole dataset, rows in order.
         device: where to run the model (it is moved there); default the accelerator's device, else
@@ -183,7 +187,7 @@ def embed_dataset(
         List(Value('float32'), length=512)
     """
     wanted = list(dict.fromkeys(columns))
-    allowed = (*EMBEDDING_COLUMNS, LOGITS_COLUMN)
+    allowed = (*EMBEDDING_COLUMNS, LOGITS_COLUMN, FINDING_LOGITS_COLUMN)
     unknown = [c for c in wanted if c not in allowed]
     if unknown or not wanted:
         raise ValueError(f"columns={list(columns)!r}: expected a non-empty subset of {list(allowed)}")
@@ -198,6 +202,8 @@ def embed_dataset(
 
     wrapped = model if accelerator is None else accelerator.unwrap_model(model)
     core = unwrap_model(wrapped, "get_image_features", "get_text_features")
+    if FINDING_LOGITS_COLUMN in wanted and not int(getattr(getattr(core, "config", None), "num_findings", 0) or 0):
+        raise ValueError(f"column '{FINDING_LOGITS_COLUMN}' needs a model with a multi-label head (config.finding_names)")
     if accelerator is not None:
         device = accelerator.device
     if device is not None and _model_device(core) != torch.device(device):
@@ -213,11 +219,13 @@ def embed_dataset(
             rank = int(accelerator.process_index)
             shard = view.shard(num_shards=num_processes, index=rank, contiguous=True)
             local = _embed_rows(core, processor, shard, image_column if has_images else None, text_column,
-                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers)
+                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers,
+                                FINDING_LOGITS_COLUMN in wanted)
             arrays = _gather_shards(local, num_processes, len(dataset))
         else:
             arrays = _embed_rows(core, processor, view, image_column if has_images else None, text_column,
-                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers)
+                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers,
+                                 FINDING_LOGITS_COLUMN in wanted)
 
     fingerprint = model_fingerprint(core)
     arrays["fused_embeds"] = _fuse_rows(arrays["image_embeds"], arrays["text_embeds"])
@@ -283,6 +291,7 @@ def _embed_rows(
     want_logits: bool,
     show_progress: bool,
     num_workers: int = 0,
+    want_finding_logits: bool = False,
 ) -> dict[str, np.ndarray]:
     """Raw per-row float32 arrays (NaN rows where a modality is missing) for one process's rows.
 
@@ -294,6 +303,7 @@ def _embed_rows(
     image_out = np.full((n, dim), np.nan, dtype=np.float32)
     text_out = np.full((n, dim), np.nan, dtype=np.float32)
     logits_out = np.full(n, np.nan, dtype=np.float32)
+    finding_out = np.full((n, int(getattr(core.config, "num_findings", 0) or 0)), np.nan, dtype=np.float32)
     device, dtype = _model_device(core), _model_dtype(core)
     loader = torch.utils.data.DataLoader(
         _PreparedBatches(view, processor, image_column, text_column, batch_size), batch_size=None,
@@ -318,12 +328,17 @@ def _embed_rows(
                 _check_finite(text_raw, "report", start, text_rows)
                 text_out[[start + i for i in text_rows]] = F.normalize(text_raw.float(), dim=-1).cpu().numpy()
             both = sorted(set(image_rows) & set(text_rows))
-            if want_logits and both:
+            if (want_logits or want_finding_logits) and both:
                 pick_image = torch.tensor([image_rows.index(i) for i in both], device=device)
                 pick_text = torch.tensor([text_rows.index(i) for i in both], device=device)
                 head = core.head_and_loss(image_raw[pick_image], text_raw[pick_text], return_loss=False)
                 logits_out[[start + i for i in both]] = head.logits.float().cpu().numpy()
-    return {"image_embeds": image_out, "text_embeds": text_out, "logits": logits_out}
+                if want_finding_logits:
+                    finding_out[[start + i for i in both]] = head.finding_logits.float().cpu().numpy()
+    out = {"image_embeds": image_out, "text_embeds": text_out, "logits": logits_out}
+    if want_finding_logits:
+        out[FINDING_LOGITS_COLUMN] = finding_out
+    return out
 
 
 def _check_finite(features: torch.Tensor, what: str, start: int, rows: list[int]) -> None:

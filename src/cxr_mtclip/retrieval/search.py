@@ -4,9 +4,9 @@ Two search modes, both over indexes attached to a `datasets.Dataset` with `add_f
 
 * ``"paper"`` (the paper's Algorithm 2): the query embedding, image or report, is ranked against the
   one index of ``fused_embeds`` (the normalised mean of each study's image and report embeddings).
-  An image query is then half of its own study's fused vector, so its own study scores at least
-  ``sqrt(1/2)`` whatever the model learned: numbers in this mode overstate cross-modal retrieval
-  (`cxr_mtclip.evaluation.evaluate` measures by how much).
+  An image query is then half of its own study's fused vector, so its own study scores
+  ``sqrt((1 + cos(image, report)) / 2)``, never less than the pair's cross-modal cosine: numbers in this mode
+  overstate cross-modal retrieval (`cxr_mtclip.evaluation.evaluate` measures by how much).
 * ``"cross-modal"``: an image query is ranked against the ``text_embeds`` index (find the reports
   for an X-ray) and a report query against the ``image_embeds`` index (find the X-rays for a report).
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.findings import finding_multi_hot
 from ..data.images import open_image
 from ..processing_cxr_mtclip import CxrMtClipProcessor
 
@@ -23,6 +24,8 @@ class CxrMtClipDataCollator:
 
     Images may be PIL images, `{"bytes": ..., "path": ...}` dicts (an undecoded `datasets.Image`), file paths
     or bytes, all opened by `cxr_mtclip.data.images.open_image` (PNG, JPEG, DICOM, ...). Rows without the label column give a batch without `labels`.
+    Rows with a `finding_labels` column (finding names or ClassLabel ids in `finding_names` order, None =
+    unknown) also give `finding_labels` (B, n_findings) float32 multi-hot and `finding_known` (B,) bool.
 
     Example:
         >>> collator = CxrMtClipDataCollator(processor)  # doctest: +SKIP
@@ -33,6 +36,8 @@ class CxrMtClipDataCollator:
     image_column: str = "image"
     text_column: str = "report"
     label_column: str = "label"
+    finding_column: str = "finding_labels"
+    finding_names: Sequence[str] | None = None  # None: cxr_mtclip.data.findings.FINDING_NAMES
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -48,7 +53,14 @@ class CxrMtClipDataCollator:
         labels = None
         if self.label_column in rows[0]:
             labels = [_as_label(row[self.label_column], row, self.label_column) for row in rows]
-        return dict(self.processor(images=images, text=texts, labels=labels))
+        batch = dict(self.processor(images=images, text=texts, labels=labels))
+        if self.finding_column in rows[0]:
+            try:
+                hot, known = finding_multi_hot([row[self.finding_column] for row in rows], self.finding_names)
+            except ValueError as err:
+                raise ValueError(f"column {self.finding_column!r}: {err}") from err
+            batch["finding_labels"], batch["finding_known"] = torch.from_numpy(hot), torch.from_numpy(known)
+        return batch
 
 
 def _row_name(row: Mapping[str, Any]) -> str:

@@ -3,8 +3,10 @@
 The loss weights live in the model config, not in ``TrainingArguments``, so
 :meth:`cxr_mtclip.training.CxrMtClipTrainer.hyperparameter_search` hands each trial's parameters to ``model_init``
 (a plain ``dict``) and only forwards to ``TrainingArguments`` the keys that are its fields. The objective
-(:func:`default_objective`) is the mean of the image->text and text->image accuracy@1 on the validation split,
-maximised with a seeded optuna TPE sampler over :data:`HP_SEARCH_RANGES`.
+(:func:`default_objective`) is the mean of the image->text and text->image accuracy@1 on the validation split in
+the cross-modal protocol (image queries against report embeddings and back: :data:`OBJECTIVE_PROTOCOL`, not the
+paper's fused gallery), maximised with a seeded optuna TPE sampler over :data:`HP_SEARCH_RANGES`.
+``best_hyperparameters.json`` (:func:`best_hyperparameters_record`) names that metric and protocol.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from ..losses import LOSS_TERMS
 __all__ = [
     "BEST_HP_NAME",
     "HP_SEARCH_RANGES",
+    "OBJECTIVE_DEFINITION",
+    "OBJECTIVE_METRIC",
+    "OBJECTIVE_PROTOCOL",
     "TRIAL_TABLE_NAMES",
+    "best_hyperparameters_record",
     "default_hp_space",
     "default_objective",
     "format_trial_table",
@@ -40,6 +46,14 @@ HP_SEARCH_RANGES: dict[str, tuple[float, float]] = {
 # CxrMtClipConfig fields that a trial (or --flag) may override without changing the architecture.
 TRIAL_TABLE_NAMES = ("hpo_trials.csv", "hpo_trials.json")
 BEST_HP_NAME = "best_hyperparameters.json"
+OBJECTIVE_PROTOCOL = "cross-modal"
+"""Protocol of the HPO objective (and of the Trainer's evaluation): image queries vs report embeddings and back."""
+OBJECTIVE_METRIC = f"eval_{OBJECTIVE_PROTOCOL}/mean_accuracy@1"
+"""The objective as the Trainer logs it (`CxrMtClipTrainingArguments`' ``MEAN_ACCURACY_KEY`` with the eval prefix)."""
+OBJECTIVE_DEFINITION = (
+    "mean of validation image->text and text->image accuracy@1, cross-modal protocol (image queries ranked against "
+    "report embeddings and report queries against image embeddings; not the paper's fused gallery)"
+)
 
 
 def default_hp_space(trial: Any) -> dict[str, float]:
@@ -50,7 +64,8 @@ def default_hp_space(trial: Any) -> dict[str, float]:
 def default_objective(metrics: Mapping[str, float]) -> float:
     """HPO objective (maximised): mean of image->text and text->image accuracy@1 on the validation split.
 
-    Accepts evaluation metrics with or without the `eval_` prefix.
+    The Trainer's evaluation ranks cross-modally (:data:`OBJECTIVE_PROTOCOL`), so this is the cross-modal
+    accuracy. Accepts evaluation metrics with or without the `eval_` prefix.
 
     Example:
         >>> default_objective({"eval_image_to_text/accuracy@1": 0.5, "eval_text_to_image/accuracy@1": 0.25})
@@ -65,6 +80,23 @@ def default_objective(metrics: Mapping[str, float]) -> float:
         values.append(float(value))
     return sum(values) / 2
 
+
+
+def best_hyperparameters_record(objective: float, trial: int, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of ``best_hyperparameters.json``: the best trial's values and what its objective measured.
+
+    Example:
+        >>> best_hyperparameters_record(0.5, 3, {"clip_weight": 0.4})["protocol"]
+        'cross-modal'
+    """
+    return {
+        "objective": objective,
+        "objective_metric": OBJECTIVE_METRIC,
+        "protocol": OBJECTIVE_PROTOCOL,
+        "objective_definition": OBJECTIVE_DEFINITION,
+        "trial": int(trial),
+        "hyperparameters": dict(hyperparameters),
+    }
 
 
 def trial_params(trial: Any, hp_space: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:

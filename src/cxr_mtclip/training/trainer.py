@@ -31,12 +31,13 @@ from transformers.trainer_utils import BestRun, number_of_arguments
 
 from ..configuration_cxr_mtclip import CxrMtClipConfig
 from ..evaluation.metrics import bidirectional_retrieval_metrics, classification_metrics
-from ..losses import LOSS_TERMS
+from ..losses import LOSS_TERMS, MULTILABEL_LOSS_TERMS
 from ..modeling_cxr_mtclip import CxrMtClipModel
 from ..processing_cxr_mtclip import CxrMtClipProcessor
 from ..registry import is_registered
 from ..utils import json_safe
 from .collator import CxrMtClipDataCollator
+from .findings import apply_finding_class_weights, check_finding_data, finding_eval_metrics
 from .hpo import default_hp_space, default_objective, trial_params
 from .training_args import MEAN_ACCURACY_KEY, CxrMtClipTrainingArguments
 
@@ -62,9 +63,17 @@ CONFIG_OVERRIDE_KEYS = (
     "trainable_text_blocks",
     "gather_distributed",
     "train_logit_scale",
+    # multi-label findings (beyond the paper; CxrMtClipConfig documents them)
+    "finding_names",
+    "finding_bce_weight",
+    "multilabel_supcon_weight",
+    "multilabel_supcon_temperature",
+    "multilabel_supcon_include_label",
+    "finding_class_balance",
+    "finding_class_balance_beta",
 )
 _HEAD_PARAMETER_NAMES = ("backbone.logit_scale",)
-_HEAD_PARAMETER_PREFIXES = ("classifier.",)
+_HEAD_PARAMETER_PREFIXES = ("classifier.", "finding_classifier.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,15 +142,21 @@ def compute_retrieval_metrics(eval_pred: EvalPrediction, ks: Sequence[int] = (1,
     `CxrMtClipTrainer.prediction_step`; cut-offs larger than the split are dropped.
     """
     predictions = eval_pred.predictions
-    if not isinstance(predictions, (tuple, list)) or len(predictions) != 3:
-        raise ValueError("expected predictions (logits, image_embeds, text_embeds) from CxrMtClipTrainer.prediction_step")
-    logits, image_embeds, text_embeds = (np.asarray(p, dtype=np.float64) for p in predictions)
-    labels = np.asarray(eval_pred.label_ids).reshape(-1)
+    if not isinstance(predictions, (tuple, list)) or len(predictions) not in (3, 4):
+        raise ValueError("expected predictions (logits, image_embeds, text_embeds[, finding_logits]) from "
+                         "CxrMtClipTrainer.prediction_step")
+    logits, image_embeds, text_embeds = (np.asarray(p, dtype=np.float64) for p in predictions[:3])
+    label_ids = eval_pred.label_ids
+    findings = tuple(label_ids[1:]) if isinstance(label_ids, (tuple, list)) else None
+    labels = np.asarray(label_ids[0] if findings is not None else label_ids).reshape(-1)
     n = image_embeds.shape[0]
     usable = tuple(k for k in ks if k <= n) or (1,)
     metrics = bidirectional_retrieval_metrics(image_embeds, text_embeds, labels, ks=usable)
     metrics.update(classification_metrics(logits.reshape(-1), labels))
     metrics[MEAN_ACCURACY_KEY] = (metrics["image_to_text/accuracy@1"] + metrics["text_to_image/accuracy@1"]) / 2
+    if findings is not None:  # multi-label findings (beyond the paper): macro/micro averages and the head's AUC
+        finding_logits = np.asarray(predictions[3], dtype=np.float64) if len(predictions) == 4 else None
+        metrics.update(finding_eval_metrics(image_embeds, text_embeds, *findings, finding_logits, ks=usable))
     return metrics
 
 
@@ -235,8 +250,12 @@ class _TermMeter:
 
     def __init__(self) -> None:
         self.sums: torch.Tensor | None = None
+        self.names: tuple[str, ...] = LOSS_TERMS  # the paper's terms, plus the multi-label ones a model switches on
 
-    def add(self, values: Sequence[torch.Tensor], weight: float) -> None:
+    def add(self, values: Sequence[torch.Tensor], weight: float, names: Sequence[str] = LOSS_TERMS) -> None:
+        if self.sums is not None and tuple(names) != self.names:
+            raise ValueError(f"loss terms changed from {self.names} to {tuple(names)} between steps")
+        self.names = tuple(names)
         stacked = torch.stack([v.detach().float().reshape(()) for v in values] + [values[0].new_tensor(1.0).float()])
         stacked = stacked * weight
         self.sums = stacked if self.sums is None else self.sums + stacked
@@ -245,13 +264,13 @@ class _TermMeter:
         # Every process calls pop at the same points; `has_data` must agree across processes.
         if not has_data:
             return {}
-        sums = self.sums if self.sums is not None else torch.zeros(len(LOSS_TERMS) + 1)
-        totals = gather(sums.reshape(1, -1)).reshape(-1, len(LOSS_TERMS) + 1).sum(dim=0)
+        sums = self.sums if self.sums is not None else torch.zeros(len(self.names) + 1)
+        totals = gather(sums.reshape(1, -1)).reshape(-1, len(self.names) + 1).sum(dim=0)
         self.sums = None
         weight = float(totals[-1])
         if weight <= 0:
             return {}
-        return {name: float(totals[i]) / weight for i, name in enumerate(LOSS_TERMS)}
+        return {name: float(totals[i]) / weight for i, name in enumerate(self.names)}
 
     @property
     def has_data(self) -> bool:
@@ -349,12 +368,23 @@ class CxrMtClipTrainer(Trainer):
     # -- model ------------------------------------------------------------------------------------
 
     def _apply_loss_options(self, model: nn.Module) -> None:
+        self._apply_finding_options(model)
         # The config is the loss's one holder: the model builds its loss from it at every call.
         gather = getattr(self.args, "gather_distributed", None)
         config = getattr(model, "config", None)
         if gather is None or not isinstance(config, CxrMtClipConfig):
             return
         config.gather_distributed = bool(gather)
+
+    def _apply_finding_options(self, model: nn.Module) -> None:
+        """Multi-label findings (beyond the paper): the data fits the model's findings, class weights, collator order."""
+        train, evaluation = getattr(self, "train_dataset", None), getattr(self, "eval_dataset", None)
+        check_finding_data(model, [train, *(evaluation.values() if isinstance(evaluation, dict) else [evaluation])])
+        apply_finding_class_weights(model, train)
+        names = getattr(getattr(model, "config", None), "finding_names", None)
+        collator = getattr(self, "data_collator", None)
+        if names is not None and isinstance(collator, CxrMtClipDataCollator) and collator.finding_names is None:
+            collator.finding_names = list(names)
 
     def _wrap_model(self, model: nn.Module, training: bool = True, dataloader: Any = None) -> nn.Module:
         refuse_data_parallel(self.args.n_gpu)  # args may have changed since __init__
@@ -405,12 +435,13 @@ class CxrMtClipTrainer(Trainer):
             raise ValueError("batches need `labels` (0 normal / 1 abnormal) to compute the composite loss")
         outputs = model(**inputs)
         loss = outputs["loss"]
-        terms = [outputs[name] for name in LOSS_TERMS]
+        names = LOSS_TERMS + tuple(name for name in MULTILABEL_LOSS_TERMS if outputs.get(name) is not None)
+        terms = [outputs[name] for name in names]
         if model.training:
-            self._meters["train"].add(terms, 1.0)
-            self._meters["train_total"].add(terms, 1.0)
+            self._meters["train"].add(terms, 1.0, names)
+            self._meters["train_total"].add(terms, 1.0, names)
         else:
-            self._meters["eval"].add(terms, float(inputs["labels"].shape[0]))
+            self._meters["eval"].add(terms, float(inputs["labels"].shape[0]), names)
         return (loss, outputs) if return_outputs else loss
 
     def _gather_sums(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -441,7 +472,11 @@ class CxrMtClipTrainer(Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None, torch.Tensor | None]:
-        """Loss (when labels are given) and `(logits, image_embeds, text_embeds)` for the retrieval metrics."""
+        """Loss (when labels are given) and `(logits, image_embeds, text_embeds)` for the retrieval metrics.
+
+        With multi-label findings the predictions gain `finding_logits` (when the model has the head) and the
+        labels become `(labels, finding_labels, finding_known)` (when the batch has them).
+        """
         inputs = self._prepare_inputs(inputs)
         labels = inputs.get("labels")
         with torch.no_grad():
@@ -453,6 +488,10 @@ class CxrMtClipTrainer(Trainer):
         if prediction_loss_only:
             return loss, None, None
         predictions = tuple(outputs[name].detach() for name in ("logits", "image_embeds", "text_embeds"))
+        if outputs.get("finding_logits") is not None:
+            predictions += (outputs["finding_logits"].detach(),)
+        if labels is not None and inputs.get("finding_labels") is not None:
+            labels = (labels, inputs["finding_labels"], inputs["finding_known"].float())
         return loss, predictions, labels
 
     def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,

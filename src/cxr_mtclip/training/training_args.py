@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-__all__ = ["MEAN_ACCURACY_KEY", "CxrMtClipTrainingArguments"]
+__all__ = ["EVAL_PROTOCOL", "MEAN_ACCURACY_KEY", "CxrMtClipTrainingArguments"]
 
-MEAN_ACCURACY_KEY = "retrieval/mean_accuracy@1"
-"""The evaluation metric that selects the best checkpoint and is the HPO objective: mean image<->text accuracy@1."""
+EVAL_PROTOCOL = "cross-modal"
+"""The retrieval protocol of the Trainer's evaluation: image queries against report embeddings and back (not the
+paper's fused gallery, whose own-pair share overstates retrieval; see `cxr_mtclip.evaluation.evaluate`)."""
+MEAN_ACCURACY_KEY = f"{EVAL_PROTOCOL}/mean_accuracy@1"
+"""The evaluation metric that selects the best checkpoint and is the HPO objective: mean image<->text accuracy@1 in
+the cross-modal protocol (the key names its protocol)."""
 
 
 @dataclass
@@ -20,9 +24,10 @@ class CxrMtClipTrainingArguments(TrainingArguments):
 
     Defaults: AdamW, `learning_rate=1e-5` (backbone), `head_learning_rate=1e-4` (classifier, and the CLIP
     logit scale when it trains), `warmup_steps=0.1` (transformers 5, which the package requires, reads a float
-    below 1 as a ratio of the total steps: the paper's warm-up ratio 0.1; transformers 4 read it as 0.1 steps), cosine schedule, 20 epochs, 128 per device, evaluation and
-    checkpoints every epoch, best checkpoint tracked by the mean image<->text accuracy@1 on validation
-    (set `load_best_model_at_end` to reload it after training).
+    below 1 as a ratio of the total steps: the paper's warm-up ratio 0.1; transformers 4 read it as 0.1 steps),
+    cosine schedule, 20 epochs, 128 per device, evaluation and checkpoints every epoch, best checkpoint tracked by
+    the mean image<->text accuracy@1 on validation in the cross-modal protocol (`MEAN_ACCURACY_KEY`; set
+    `load_best_model_at_end` to reload it after training).
 
     Example:
         >>> args = CxrMtClipTrainingArguments(output_dir="runs/demo", num_train_epochs=1)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .. import findings as mesh_findings
 from ..schema import OPENI_FEATURES, join_report, label_from_mesh
 from .findings import FINDING_KINDS, PhantomFinding, findings_from_mesh, parse_findings
 from .render import _Renderer, render_phantom
@@ -126,7 +127,9 @@ def make_phantom_openi(
             uid, image_file = f"phantom-{i:05d}", f"phantom-{i:05d}_openi-{real_uid}.png"
         image = renderer.render(findings, rng)
         values = {**row, "uid": uid, "image": {"bytes": _png_bytes(image), "path": image_file}, "label": label,
-                  "view": "PA", "image_file": image_file, "source": "synthetic"}
+                  "view": "PA", "image_file": image_file, "source": "synthetic",
+                  # from the MeSH terms, as for a real build (what is drawn is read from the text)
+                  "finding_labels": mesh_findings.findings_from_mesh(row["mesh"]) if row["mesh"] else None}
         for name in OPENI_FEATURES:
             columns[name].append(values[name])
     return Dataset.from_dict(columns, features=OPENI_FEATURES)

@@ -14,8 +14,11 @@ from cxr_mtclip.evaluation.metrics import bidirectional_retrieval_metrics, class
 _DESCRIPTION = """
 Retrieval metrics of paired chest X-ray image and report embeddings, in both directions
 (keys image_to_text/<metric> and text_to_image/<metric>): accuracy@k, accuracy_dedup@k (with texts),
-mean_cosine@k, precision@k, f1, roc_auc, map. Query i is paired with gallery row i.
-Configurations: "cross-modal" (default; image queries vs report embeddings and vice versa),
+mean_cosine@k, precision@k, f1, roc_auc, map, and beside them the paper-compatible readings of the
+paper's Tables II-III: label_hit_rate@k, f1@1, roc_auc_top1_score, map_top1_score (+ roc_auc_top10_mean_score,
+map_top10_mean_score with 10 or more studies). Query i is paired with gallery row i.
+Configurations (the configuration name is the protocol of every key it returns):
+"cross-modal" (default; image queries vs report embeddings and vice versa),
 "paper" (image and report queries vs the fused embeddings, the paper's Algorithm 2) and
 "classification" (ROC AUC, F1, accuracy of the abnormal logit; keys classification/<metric>).
 """
