@@ -106,7 +106,8 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
         if args.phantoms:
             from .data import load_openi_reports, make_phantom_openi, phantom_dataset_card, save_dataset, split_openi
 
-            reports = load_openi_reports(args.source) if args.source is not None else None
+            reports = (load_openi_reports(args.source, drop_no_indexing=args.drop_no_indexing)
+                       if args.source is not None else None)
             rows = make_phantom_openi(args.phantoms, seed=args.seed, reports=reports, show_progress=not args.quiet)
             splits = split_openi(rows, seed=args.seed, test_per_class=args.test_per_class,
                                  val_fraction=args.val_fraction)
@@ -120,7 +121,8 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
             from .data import build_openi_dataset
 
             result = build_openi_dataset(
-                args.source, args.out, reports_only=args.reports_only, strict=args.strict, seed=args.seed,
+                args.source, args.out, reports_only=args.reports_only, strict=args.strict,
+                drop_no_indexing=args.drop_no_indexing, seed=args.seed,
                 test_per_class=args.test_per_class, val_fraction=args.val_fraction, output_format=args.format,
                 overwrite=args.overwrite, cache_dir=args.cache_dir, show_progress=not args.quiet,
             )
@@ -158,39 +160,13 @@ def _split_table(counts: dict[str, dict[str, int]]) -> list[str]:
 
 
 def format_build_summary(summary: Any) -> list[str]:
-    """The lines `build-dataset` prints for an `OpenISummary`, field by field: every field the summary holds is
-    shown (counts as ``name: n``, per-reason counts as ``name: reason n, ...``), the split sizes as a table."""
-    import dataclasses
-
-    fields = dataclasses.asdict(summary)
-    lines = [f"OpenI source {fields.pop('source')} (layout {fields.pop('layout')}, seed {fields.pop('seed')}, "
-             f"reports_only={fields.pop('reports_only')}, strict={fields.pop('strict')})"]
-    splits = fields.pop("splits", {}) or {}
-    examples = fields.pop("examples", {}) or {}
-    notes = fields.pop("warnings", []) or []
-    seen, kept = fields.pop("studies_seen", None), fields.pop("kept", None)
-    if kept is not None:
-        lines.append(f"kept {kept} of {seen} studies" + (
-            f" ({fields.pop('kept_with_image')} with an image, {fields.pop('kept_without_image')} without)"
-            if "kept_with_image" in fields else ""))
-    dropped = fields.pop("dropped", {}) or {}
-    lines.append("dropped: " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none"))
-    for name, value in fields.items():  # whatever else the summary holds (labels, views, ...), in its order
-        label = name.replace("_", " ")
-        if isinstance(value, dict):
-            if value:
-                lines.append(f"{label}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
-        elif isinstance(value, (list, tuple)):
-            lines.extend(f"{label}: {item}" for item in value)
-        elif value not in (None, "", 0) or isinstance(value, bool):
-            lines.append(f"{label}: {value}")
-    if splits:
-        lines += _split_table(splits)
-        lines += [f"warning: the {name} split is empty" + (" (`cxr-mtclip train` turns evaluation off without a "
-                  "validation split)" if name == "validation" else "")
-                  for name, values in splits.items() if not sum(values.values())]
-    lines += [f"e.g. {reason}: {message}" for reason, message in sorted(examples.items())]
-    lines += [f"warning: {note}" for note in notes]
+    """The lines `build-dataset` prints for an `OpenISummary`: the summary's own `format()` (every count it holds:
+    kept of seen, dropped per reason, labels, views, No Indexing and findings, split sizes per label, one example
+    per drop reason), then a warning for each empty split."""
+    lines = summary.format().splitlines()
+    lines += [f"warning: the {name} split is empty" + (" (`cxr-mtclip train` turns evaluation off without a "
+              "validation split)" if name == "validation" else "")
+              for name, values in (summary.splits or {}).items() if not sum(values.values())]
     return lines
 
 
@@ -408,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder, written atomically (save_to_disk layout)")
     p.add_argument("--reports-only", action="store_true", help="keep studies with report text but no image")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of counting a skip")
+    p.add_argument("--drop-no-indexing", action="store_true",
+                   help="drop the 'No Indexing' studies (default: keep them, labelled abnormal as in the paper)")
     p.add_argument("--phantoms", type=_positive_int, default=None, metavar="N",
                    help="build N synthetic phantom studies instead of OpenI")
     p.add_argument("--seed", type=int, default=42, help="seed of the split (and of the phantoms)")

@@ -109,7 +109,7 @@ TRAINING_FLAGS: dict[str, tuple[type, Any, str]] = {
     "save_strategy": (str, "epoch", "When to write a checkpoint: no, steps, epoch."),
     "save_total_limit": (int, 2, "Checkpoints kept in output_dir."),
     "logging_steps": (float, 10, "Log the loss and its terms every N steps."),
-    "metric_for_best_model": (str, "retrieval/mean_accuracy@1", "Eval metric that selects the best checkpoint."),
+    "metric_for_best_model": (str, "cross-modal/mean_accuracy@1", "Eval metric that selects the best checkpoint."),
     "load_best_model_at_end": (bool, False, "Reload the best checkpoint after training."),
     "gather_distributed": (bool, None, "Contrastive negatives from the global batch across processes "
                                        "(default: the model config's, True)."),
