@@ -11,7 +11,8 @@ Two processes on CPU (gloo) or GPUs; negatives come from the global batch:
 BiomedCLIP on a saved OpenI DatasetDict, with a 20-trial search of the loss weights:
     accelerate launch examples/train.py --dataset data/openi --output_dir runs/openi --hpo_trials 20
 
-All flags: `python examples/train.py --help` (model, data and CxrMtClipTrainingArguments fields).
+Flags: `python examples/train.py --help` (model, data and the main training flags), `--help-all` (every
+CxrMtClipTrainingArguments field). `cxr-mtclip train` is the same command.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from cxr_mtclip.recipes.train import TrainingRunResult, parse_training_args, run
 
 def main(argv: Sequence[str] | None = None) -> TrainingRunResult:
     """Parse the flags (or one .json file of them) and train; returns what was written and measured."""
-    model_args, data_args, training_args = parse_training_args(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parse_training_args(sys.argv[1:] if argv is None else argv,
+                                                               prog="examples/train.py")
     return run_training(model_args, data_args, training_args)
 
 

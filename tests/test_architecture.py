@@ -128,6 +128,8 @@ LOSSES = {name for name in MODULES if name.startswith("cxr_mtclip.losses")}
     ("cxr_mtclip.data.findings", set()),
     ("cxr_mtclip.evaluation.finding_metrics", {"cxr_mtclip.evaluation.statistics"}),
     ("cxr_mtclip.utils", set()),
+    ("cxr_mtclip.argparsing", set()),
+    ("cxr_mtclip.preflight", set()),
     ("cxr_mtclip.registry", set()),
     ("cxr_mtclip.data.schema", {"cxr_mtclip.data.findings"}),  # the finding_labels column type
     ("cxr_mtclip.evaluation.statistics", set()),

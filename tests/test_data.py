@@ -562,7 +562,9 @@ def test_cli_prints_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "dropped: no_report_text=1" in printed
     assert "train" in printed and "validation" in printed and "test" in printed
     assert (tmp_path / "cli_out" / "dataset_dict.json").is_file()
-    assert script["main"]([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    # the script is `cxr-mtclip build-dataset`: a bad source is a usage error, exit code 2 as every cxr-mtclip error
+    assert script["main"]([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
 
 
 def test_push_to_hub_refuses_offline(tmp_path: Path) -> None:

@@ -13,10 +13,16 @@ from cxr_mtclip.cli import main
 def test_demo_default_run_beats_untrained_and_labels_everything_synthetic(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), "--seed", "0"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed, errors = captured.out, captured.err
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["improved"] == {"image_to_text/accuracy@5": True, "text_to_image/accuracy@5": True}
     assert "demo PASS" in printed
+    # the terminal gets the headline; every table goes to results.md (with the check and the example queries)
+    assert "### " not in printed and "[6/6] results" in printed
+    report = (out / "results.md").read_text()
+    assert "## The demo's check" in report and "## Every metric" in report and "### " in report
+    assert "UserWarning" not in printed + errors and "warnings.warn(" not in printed + errors
     # every table says what produced it
     tables = (out / "eval" / "results.md").read_text()
     headers = [line for line in tables.splitlines() if line.startswith("### ")]
@@ -39,3 +45,36 @@ def test_demo_default_run_beats_untrained_and_labels_everything_synthetic(tmp_pa
     assert indexed["image_to_text/accuracy@5"] == pytest.approx(fine_tuned["image_to_text/accuracy@5"])
     assert card.data.license == "mit" and "synthetic-data" in card.data.tags
     assert "synthetic phantom images only" in card.text and "Not a medical device" in card.text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--n-studies", "300", "--epochs", "10"], r"gives 30 optimiser steps .*needs at least \d+: pass --epochs \d+ or more"),
+    (["--n-studies", "100"], r"--n-studies 100: too few for the demo .*pass --n-studies \d+ or more"),
+])
+def test_sizes_too_small_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    import re
+    import time
+
+    start = time.perf_counter()
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "demo").exists() and time.perf_counter() - start < 10  # no data built, nothing trained
+
+
+def test_automatic_epochs_reach_the_minimum_steps():
+    from cxr_mtclip.recipes.demo import (
+        DEMO_STUDIES,
+        MIN_DEMO_STEPS,
+        MIN_DEMO_STUDIES,
+        check_demo_size,
+        default_demo_epochs,
+        demo_steps,
+        expected_train_size,
+    )
+
+    for n in (MIN_DEMO_STUDIES, 200, 300, 600, DEMO_STUDIES, 3000):
+        epochs = default_demo_epochs(n)
+        assert demo_steps(expected_train_size(n), epochs) >= MIN_DEMO_STEPS
+        check_demo_size(n, epochs)  # accepted
+        check_demo_size(n, None)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_mtclip.data.images import is_dicom_bytes, open_image, read_image_file
+from cxr_mtclip.data.images import read_image_file
 from cxr_mtclip.retrieval.embedding import embed_dataset, embed_images
 from cxr_mtclip.training.collator import CxrMtClipDataCollator
 
@@ -85,6 +85,8 @@ def _pixels(processor, images) -> torch.Tensor:
 
 
 def test_open_image_accepts_every_source_kind(image_files):
+    from cxr_mtclip.data.images import open_image
+
     path = image_files["png_16bit"]
     reference = np.asarray(open_image(path))
     assert open_image(path).mode.startswith("I")  # 16 bits kept: to_rgb scales them, nothing clips them here
@@ -97,6 +99,8 @@ def test_open_image_accepts_every_source_kind(image_files):
 
 
 def test_dicom_is_recognised_by_content(image_files):
+    from cxr_mtclip.data.images import is_dicom_bytes, open_image
+
     data = image_files["dicom_window_linear"].read_bytes()
     assert is_dicom_bytes(data[:132])
     assert not is_dicom_bytes(image_files["png_8bit"].read_bytes()[:132])
@@ -106,6 +110,8 @@ def test_dicom_is_recognised_by_content(image_files):
 
 
 def test_exif_orientation_is_applied_as_datasets_applies_it(image_files):
+    from cxr_mtclip.data.images import open_image
+
     path = image_files["jpeg_exif_rotated"]
     decoded = datasets.Image().decode_example({"bytes": path.read_bytes(), "path": None})
     opened = open_image(path)
@@ -114,6 +120,8 @@ def test_exif_orientation_is_applied_as_datasets_applies_it(image_files):
 
 
 def test_the_same_file_gives_the_same_model_pixels_on_every_path(image_files, tiny_processor):
+    from cxr_mtclip.data.images import is_dicom_bytes, open_image
+
     names = sorted(image_files)
     collator = CxrMtClipDataCollator(tiny_processor)
     stored = {name: read_image_file(image_files[name])[0] for name in names}  # what build-dataset writes
@@ -144,6 +152,7 @@ def test_the_same_file_gives_the_same_model_pixels_on_every_path(image_files, ti
 
 def test_embed_dataset_decodes_as_open_image(image_files, tiny_config, tiny_processor):
     from cxr_mtclip import CxrMtClipModel
+    from cxr_mtclip.data.images import open_image
 
     torch.manual_seed(0)
     model = CxrMtClipModel(tiny_config).eval()
@@ -161,6 +170,8 @@ def test_embed_dataset_decodes_as_open_image(image_files, tiny_config, tiny_proc
 
 
 def test_errors_name_the_file(tmp_path):
+    from cxr_mtclip.data.images import open_image
+
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     with pytest.raises(ValueError, match=r"scan\.png: unreadable image"):

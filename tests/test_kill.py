@@ -96,9 +96,11 @@ def test_killed_build_dataset_leaves_nothing_or_the_old_dataset(tmp_path, capsys
     assert not dest.exists()
     assert temp_folders(dest)  # the half-written data stayed in the hidden temp folder
 
-    # 2. a rerun succeeds and writes the complete dataset
-    with pytest.warns(UserWarning, match="scaled down"):
+    # 2. a rerun succeeds and writes the complete dataset, and removes what the killed run left (its pid is gone)
+    with pytest.warns(UserWarning, match="scaled down") as caught:
         assert main(["build-dataset", str(source), "--out", str(dest), "--seed", "1"]) == 0
+    assert not temp_folders(dest)
+    assert any("left beside" in str(w.message) and "interrupted run" in str(w.message) for w in caught)
     old = dataset_snapshot(dest)
     assert sum(len(uids) for uids in old.values()) == 120
     old_files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))

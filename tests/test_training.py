@@ -109,12 +109,18 @@ def trained_run(dataset_dir, tiny_tokenizer_dir, tmp_path_factory):
         "--max_steps", "30", "--logging_steps", "3", "--eval_strategy", "steps", "--eval_steps", "10",
         "--save_strategy", "steps", "--save_steps", "10", "--save_total_limit", "5",
     ]
+    def fake_access_check(repo_id, **kwargs):  # the Hub's answer to the pre-training access check: "me" may write
+        calls.setdefault("access_check", []).append({"repo_id": repo_id, "before_training": not out.exists()})
+        return {"name": "me"}
+
     with pytest.MonkeyPatch.context() as patch:
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             patch.setenv(name, "1")
         patch.setattr(HfApi, "create_repo", fake_create_repo)
         patch.setattr(HfApi, "create_commit", fake_create_commit)
+        patch.setattr("cxr_mtclip.recipes.train_checks.check_hub_push", fake_access_check)
         result = load_train_script().main(argv + ["--push_to_hub", "true", "--hub_model_id", "me/tiny-cxr"])
+    assert calls["access_check"] == [{"repo_id": "me/tiny-cxr", "before_training": True}]
     return {"out": out, "result": result, "calls": calls, "argv": argv}
 
 

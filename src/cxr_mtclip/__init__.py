@@ -2,22 +2,33 @@
 
 The model's files (configuration, modeling, processing, image processing) sit here, the rest in one sub-package
 per concept: `data`, `training`, `retrieval`, `evaluation`, `recipes` (docs/architecture.md). Importing the
-package registers the model, config, processor and image processor with transformers' Auto classes.
+package registers the model, config, processor and image processor with transformers' Auto classes
+(`register_auto_classes`); every public name is loaded on first use.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
-
-from .configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
-from .image_processing_cxr_mtclip import CxrMtClipImageProcessor
-from .losses import PAPER_LOSS_WEIGHTS, CompositeLoss, CompositeLossOutput, clip_loss, supervised_contrastive_loss
-from .modeling_cxr_mtclip import CxrMtClipModel, CxrMtClipOutput, CxrMtClipPreTrainedModel, fuse_embeddings
-from .processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
-from .registry import list_configs, register_config
+import os
+import sys
 
 __version__ = "0.1.0"
 
-# Heavier parts load on first use: `from cxr_mtclip import CxrMtClipTrainer` imports the Trainer only then.
+# Every public name loads on first use (`from cxr_mtclip import CxrMtClipTrainer` imports the Trainer only then).
 _LAZY = {
+    "BIOMEDCLIP_HUB_ID": "configuration_cxr_mtclip",
+    "CxrMtClipConfig": "configuration_cxr_mtclip",
+    "CxrMtClipImageProcessor": "image_processing_cxr_mtclip",
+    "PAPER_LOSS_WEIGHTS": "losses",
+    "CompositeLoss": "losses",
+    "CompositeLossOutput": "losses",
+    "clip_loss": "losses",
+    "supervised_contrastive_loss": "losses",
+    "CxrMtClipModel": "modeling_cxr_mtclip",
+    "CxrMtClipOutput": "modeling_cxr_mtclip",
+    "CxrMtClipPreTrainedModel": "modeling_cxr_mtclip",
+    "fuse_embeddings": "modeling_cxr_mtclip",
+    "CxrMtClipProcessor": "processing_cxr_mtclip",
+    "build_wordpiece_tokenizer": "processing_cxr_mtclip",
+    "list_configs": "registry",
+    "register_config": "registry",
     "CxrMtClipTrainer": "training",
     "CxrMtClipTrainingArguments": "training",
     "CxrMtClipDataCollator": "training",
@@ -26,6 +37,7 @@ _LAZY = {
     "make_phantom_openi": "data",
     "build_openi_dataset": "data",
     "OPENI_FEATURES": "data",
+    "open_image": "data.images",
     "embed_dataset": "retrieval",
     "build_index": "retrieval",
     "RetrievalIndex": "retrieval",
@@ -48,33 +60,43 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'cxr_mtclip' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-AutoConfig.register(CxrMtClipConfig.model_type, CxrMtClipConfig, exist_ok=True)
-AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
-# one PIL-based class serves whichever backend transformers asks for
-AutoImageProcessor.register(
-    CxrMtClipConfig, image_processor_classes={"pil": CxrMtClipImageProcessor, "torchvision": CxrMtClipImageProcessor},
-    exist_ok=True,
-)
-AutoProcessor.register(CxrMtClipConfig, CxrMtClipProcessor, exist_ok=True)
+def register_auto_classes() -> None:
+    """Register the config, model, processor and image processor with transformers' Auto classes (idempotent).
 
-__all__ = [*_LAZY,
-    "BIOMEDCLIP_HUB_ID",
-    "PAPER_LOSS_WEIGHTS",
-    "CompositeLoss",
-    "CompositeLossOutput",
-    "CxrMtClipConfig",
-    "CxrMtClipImageProcessor",
-    "CxrMtClipModel",
-    "CxrMtClipOutput",
-    "CxrMtClipPreTrainedModel",
-    "CxrMtClipProcessor",
-    "build_wordpiece_tokenizer",
-    "clip_loss",
-    "fuse_embeddings",
-    "list_configs",
-    "register_config",
-    "supervised_contrastive_loss",
-]
+    Importing the package does it, except in the `cxr-mtclip` command, which calls it when a subcommand starts
+    (so that ``cxr-mtclip --help`` does not wait for torch and transformers).
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+
+    from .configuration_cxr_mtclip import CxrMtClipConfig
+    from .image_processing_cxr_mtclip import CxrMtClipImageProcessor
+    from .modeling_cxr_mtclip import CxrMtClipModel
+    from .processing_cxr_mtclip import CxrMtClipProcessor
+
+    AutoConfig.register(CxrMtClipConfig.model_type, CxrMtClipConfig, exist_ok=True)
+    AutoModel.register(CxrMtClipConfig, CxrMtClipModel, exist_ok=True)
+    # one PIL-based class serves whichever backend transformers asks for
+    AutoImageProcessor.register(
+        CxrMtClipConfig, image_processor_classes={"pil": CxrMtClipImageProcessor, "torchvision": CxrMtClipImageProcessor},
+        exist_ok=True,
+    )
+    AutoProcessor.register(CxrMtClipConfig, CxrMtClipProcessor, exist_ok=True)
+
+
+def _started_as_the_cli() -> bool:
+    """Whether this process is the `cxr-mtclip` command (console script or ``python -m cxr_mtclip.cli``)."""
+    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    argv = list(getattr(sys, "orig_argv", []))
+    launched_as_module = any(argv[i : i + 2] == ["-m", "cxr_mtclip.cli"] for i in range(len(argv) - 1))
+    return command in ("cxr-mtclip", "cxr-mtclip.exe") or launched_as_module
+
+
+if not _started_as_the_cli():
+    register_auto_classes()
+
+__all__ = [*_LAZY, "register_auto_classes"]

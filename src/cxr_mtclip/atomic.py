@@ -1,12 +1,20 @@
-"""Atomic writes: every artifact (text, JSON, files, folders) is written under a temporary name beside it, then renamed."""
+"""Atomic writes: every artifact (text, JSON, files, folders) is written under a temporary name beside it, then renamed.
+
+A temporary name carries the writer's process id and host (``.<name>.<pid>@<host>.<random>.tmp``). A run killed
+before its rename (SIGKILL, power loss) leaves that entry behind; the next write to the same destination removes it
+when its process is gone, and warns about leftovers it cannot attribute (names from older versions, other hosts).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +51,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=str(path.parent))
     os.close(fd)
     try:
         yield Path(tmp)
@@ -61,12 +70,13 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=str(path.parent)))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=str(path.parent)))
+            old = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".old", dir=str(path.parent)))
             os.replace(path, old / "x")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -94,7 +104,8 @@ def atomic_update_directory(
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=str(path.parent)))
     try:
         yield tmp
         new = {entry.name for entry in tmp.iterdir()}
@@ -114,12 +125,77 @@ def atomic_update_directory(
 def _replace_entry(source: Path, target: Path) -> None:
     """Rename `source` over `target`; a folder target is moved aside first (os.replace cannot overwrite one)."""
     if source.is_dir() and target.is_dir():
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=str(target.parent)))
+        aside = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".old", dir=str(target.parent)))
         os.replace(target, aside / "x")
         os.replace(source, target)
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(source, target)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}@{_host()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def stale_temporaries(path: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """The temporary entries of interrupted writes to `path`: (those whose writer is gone, those of unknown writer).
+
+    A writer is gone when its process id (in the name) no longer runs on this host. Entries of a live process (a
+    concurrent writer) are in neither list.
+
+    Example:
+        >>> stale_temporaries("data/openi")  # doctest: +SKIP
+        ([PosixPath('data/.openi.4242@box.k2j3.tmp')], [])
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return [], []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)@([A-Za-z0-9-]+)\.)?[^.]+\.(?:tmp|old)$")
+    gone, unknown = [], []
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        pid, host = match.group(1), match.group(2)
+        if pid is None or host != _host():
+            unknown.append(entry)
+        elif not _process_alive(int(pid)):
+            gone.append(entry)
+    return sorted(gone), sorted(unknown)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what killed writes to `path` left beside it (their process is gone); warn about entries of unknown
+    writers (older versions, other hosts) without touching them. Returns the removed entries."""
+    gone, unknown = stale_temporaries(path)
+    for entry in gone:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    if gone:
+        warnings.warn(f"removed {len(gone)} temporary file(s)/folder(s) left beside {path} by an interrupted run "
+                      f"({', '.join(entry.name for entry in gone)})", UserWarning, stacklevel=3)
+    if unknown:
+        warnings.warn(f"{', '.join(str(entry) for entry in unknown)}: left beside {path} by an interrupted write of "
+                      "another host or an older version; delete it if no other run is writing there",
+                      UserWarning, stacklevel=3)
+    return gone
 
 
 def _umask() -> int:

@@ -71,6 +71,7 @@ __all__ = [
     "build_openi_dataset",
     "frontal_score",
     "load_openi",
+    "nothing_kept_message",
     "openi_summary",
     "push_openi_to_hub",
     "save_dataset",
@@ -471,6 +472,25 @@ def save_dataset(
     return out_dir
 
 
+_IMAGE_REASONS = (MISSING_IMAGE, IMAGE_NOT_HELD, NO_FRONTAL_IMAGE, UNREADABLE_IMAGE)
+
+
+def nothing_kept_message(summary: OpenISummary) -> str:
+    """Why a build kept no study, and what to do about it (one line)."""
+    dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.dropped.items())) or "none dropped"
+    head = f"{summary.source}: the build kept 0 of {summary.studies_seen} studies ({dropped}); nothing was saved"
+    if summary.studies_seen == 0:
+        return f"{head}: the source holds no study (a reports table with a header only, or the wrong folder?)"
+    worst = max(summary.dropped, key=summary.dropped.get) if summary.dropped else None
+    if worst in _IMAGE_REASONS and not summary.reports_only:
+        return f"{head}: no study has a usable frontal image; add the image files, or pass --reports-only to keep " \
+               "report-only studies"
+    if worst == NO_REPORT_TEXT:
+        return f"{head}: no study has Findings or Impression text"
+    example = summary.examples.get(worst or "", "")
+    return f"{head}" + (f"; e.g. {example}" if example else "")
+
+
 def build_openi_dataset(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -504,13 +524,18 @@ def build_openi_dataset(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
     if push_to_hub:
+        from ..preflight import check_hub_push
+
         _require_hub_online(push_to_hub)  # fail before the (long) build, not after it
+        check_hub_push(push_to_hub, repo_type="dataset", flag="--push-to-hub")
     splits, summary = load_openi(
         src, reports_only=reports_only, strict=strict, drop_no_indexing=drop_no_indexing, seed=seed,
         test_per_class=test_per_class,
         val_fraction=val_fraction, cache_dir=cache_dir, show_progress=show_progress, return_summary=True,
         **load_kwargs,
     )
+    if summary.kept == 0:
+        raise ValueError(nothing_kept_message(summary))
     save_dataset(splits, out_dir, openi_dataset_card(summary, output_format=output_format),
                  output_format=output_format, overwrite=overwrite, show_progress=show_progress)
     if push_to_hub:

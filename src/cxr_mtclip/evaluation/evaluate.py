@@ -24,7 +24,6 @@ Every metric in results.json sits under the name of its protocol (``metrics[prot
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -62,12 +61,12 @@ from .metrics import (
     normalise_report_text,
     retrieval_bootstrap_cis,
 )
+from .evaluate_args import PROTOCOLS, build_parser
 from .plots import plot_tsne
 from .tables import format_number, results_markdown
 
 __all__ = ["PROTOCOLS", "build_parser", "distribution_summary", "evaluate_models", "main", "model_slug"]
 
-PROTOCOLS = ("cross-modal", "paper", "both")
 _INDEX_BY_PROTOCOL = {
     ("cross-modal", "image_to_text"): ("image_embeds", "text_embeds"),
     ("cross-modal", "text_to_image"): ("text_embeds", "image_embeds"),
@@ -180,7 +179,7 @@ def evaluate_models(
         if tsne:
             png = output / f"tsne_{slug}.png"
             plot_tsne(arrays["fused_embeds"], labels, png, f"{name}: fused embeddings ({counts['evaluated']} studies)",
-                      seed=seed)
+                      seed=seed, data_note=data_note)
             entry["tsne_png"] = png.name
         per_model[name] = entry
 
@@ -346,34 +345,6 @@ def _index_agreement(
 
 
 # -- command line ----------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cxr-mtclip evaluate",
-        description="Embed a split with each model, compute every retrieval and classification metric, write "
-        "results.json, results.md (paper-style tables) and a t-SNE PNG per model.",
-    )
-    parser.add_argument("--dataset", required=True, help="folder written by save_to_disk (DatasetDict or Dataset)")
-    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=SPEC",
-                        help="repeatable; SPEC = a saved CxrMtClipModel folder, an open_clip backbone "
-                        "(folder or hf-hub: id, zero-shot) or a registered architecture (cxr_mtclip.registry: "
-                        "'biomedclip' zero-shot; 'tiny', 'demo' random)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="both")
-    parser.add_argument("--data-note", default=None, help="data provenance for the tables (default: from the source column)")
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per metric (0: no CIs)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of this many rows")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for randomly initialised architectures "
-                        "('tiny', 'demo'; default: one trained on the split's reports)")
-    parser.add_argument("--device", default=None, help="torch device for the models (default: cuda when available)")
-    parser.add_argument("--no-tsne", action="store_true")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

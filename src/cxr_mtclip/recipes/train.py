@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ import datasets
 import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
+from ..argparsing import DefaultsOnceFormatter, SuggestingParserMixin
 from ..atomic import write_json
-from ..configuration_cxr_mtclip import BIOMEDCLIP_HUB_ID, CxrMtClipConfig
-from ..data.schema import data_provenance
+from ..configuration_cxr_mtclip import CxrMtClipConfig
+from ..data.schema import data_note, data_provenance
+from ..preflight import check_dataset_source
 from ..evaluation.plots import plot_loss_curves
-from ..losses import DEFAULT_SUPCON_TEMPERATURE, PAPER_LOSS_WEIGHTS
 from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 from ..registry import get_architecture, is_registered
 from ..training.collator import CxrMtClipDataCollator, undecoded_images
@@ -40,6 +42,15 @@ from ..training.hpo import (
 from ..training.trainer import CONFIG_OVERRIDE_KEYS, CxrMtClipTrainer, build_model, make_model_init
 from ..training.training_args import CxrMtClipTrainingArguments
 from ..utils import json_safe
+from .train_args import DataArguments, ModelArguments, short_help_parser
+from .train_checks import (
+    TrainableParametersCallback,
+    check_resume,
+    check_splits,
+    preflight_run,
+    warn_about_launch,
+    write_run_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,89 +69,40 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 LOSS_CURVES_NAME = "loss_curves.png"
 
 
-@dataclass
-class ModelArguments:
-    """Which model to fine-tune and its loss/freeze overrides."""
-
-    backbone: str = field(
-        default=BIOMEDCLIP_HUB_ID,
-        metadata={"help": "open_clip backbone: an 'hf-hub:' id, a local open_clip folder, or a registered architecture "
-                  "(cxr_mtclip.registry: 'biomedclip', 'tiny', 'demo', ...)."},
-    )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A saved CxrMtClipModel folder (or Hub id) to continue from; wins over --backbone."}
-    )
-    tokenizer: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer folder or Hub id; default: the backbone's (for a randomly initialised architecture "
-                  "such as 'tiny': trained on the train reports)."},
-    )
-    bce_weight: float | None = field(
-        default=None, metadata={"help": f"BCE weight (default: config, {PAPER_LOSS_WEIGHTS['bce_weight']})."})
-    supcon_weight: float | None = field(
-        default=None, metadata={"help": f"SupCon weight (default: config, {PAPER_LOSS_WEIGHTS['supcon_weight']})."})
-    clip_weight: float | None = field(
-        default=None, metadata={"help": f"CLIP weight (default: config, {PAPER_LOSS_WEIGHTS['clip_weight']})."})
-    supcon_temperature: float | None = field(
-        default=None, metadata={"help": f"SupCon temperature (default {DEFAULT_SUPCON_TEMPERATURE})."})
-    dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier (default 0.1)."})
-    trainable_image_blocks: int | None = field(default=None, metadata={"help": "Last ViT blocks trained (-1 all)."})
-    trainable_text_blocks: int | None = field(default=None, metadata={"help": "Last BERT layers trained (-1 all)."})
-    train_logit_scale: bool | None = field(
-        default=None, metadata={"help": "Train the CLIP logit scale, clamped to [0, ln 100] (default: frozen, as the paper)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "huggingface_hub cache folder."})
-
-    def config_overrides(self) -> dict[str, Any]:
-        """The CxrMtClipConfig fields given on the command line."""
-        return {k: getattr(self, k) for k in CONFIG_OVERRIDE_KEYS if getattr(self, k, None) is not None}
-
-
-@dataclass
-class DataArguments:
-    """Where the image/report pairs come from."""
-
-    dataset: str | None = field(
-        default=None, metadata={"help": "A DatasetDict folder (save_to_disk) or a Hub dataset id."}
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
-    phantoms: int | None = field(
-        default=None, metadata={"help": "Without --dataset: generate N synthetic phantom studies and split them."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Training split name."})
-    eval_split: str | None = field(default="validation", metadata={"help": "Validation split name (empty: none)."})
-    test_split: str | None = field(default="test", metadata={"help": "Test split, evaluated once at the end if present."})
-    image_column: str = field(default="image", metadata={"help": "Image column."})
-    text_column: str = field(default="report", metadata={"help": "Report column."})
-    label_column: str = field(default="label", metadata={"help": "0 normal / 1 abnormal label column."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation/test rows."})
-    feature_cache: str | None = field(
-        default=None,
-        metadata={"help": "Folder of the frozen-trunk feature cache: run the frozen blocks once per study, then train "
-                  "only the trainable blocks + head from it (built or reused; a stale cache is rebuilt)."},
-    )
-    test_per_class: int = field(default=200, metadata={"help": "Phantoms: test studies per class (paper: 200)."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Phantoms: validation share of the non-test studies."})
+class _TrainingFlagParser(SuggestingParserMixin, HfArgumentParser):
+    """transformers' dataclass parser with the CLI's behaviour: defaults once, one-line errors, flag suggestions."""
 
 
 def parse_training_args(
-    argv: Sequence[str] | None = None,
+    argv: Sequence[str] | None = None, *, prog: str = "cxr-mtclip train",
 ) -> tuple[ModelArguments, DataArguments, CxrMtClipTrainingArguments]:
     """Parse `examples/train.py` flags (or one .json file) into the three argument dataclasses.
+
+    ``--help`` lists the model, data and main training flags (`short_help_parser`); ``--help-all`` every flag,
+    transformers' `TrainingArguments` included. A misspelt flag is named with its closest match.
 
     Example:
         >>> m, d, t = parse_training_args(["--backbone", "tiny", "--phantoms", "64", "--output_dir", "out"])
         >>> m.backbone, d.phantoms
         ('tiny', 64)
     """
-    parser = HfArgumentParser((ModelArguments, DataArguments, CxrMtClipTrainingArguments))
-    argv = list(argv) if argv is not None else None
-    if argv is not None and len(argv) == 1 and argv[0].endswith(".json"):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        short_help_parser(prog).print_help()
+        raise SystemExit(0)
+    parser = _TrainingFlagParser((ModelArguments, DataArguments, CxrMtClipTrainingArguments), prog=prog,
+                                 formatter_class=DefaultsOnceFormatter)
+    if "--help-all" in argv:
+        parser.print_help()
+        raise SystemExit(0)
+    if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(json_file=argv[0])
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args, rest = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return model_args, data_args, training_args
-
 
 
 @dataclass
@@ -172,13 +134,20 @@ def load_training_data(data_args: DataArguments, *, seed: int, image_size: int =
                 raise FileNotFoundError(f"{path}: not a DatasetDict folder (no dataset_dict.json; write it with save_to_disk)")
             splits = datasets.load_from_disk(str(path))
         else:
-            splits = datasets.load_dataset(data_args.dataset, data_args.dataset_config)
+            check_dataset_source(data_args.dataset)  # a missing local folder is named as one, not as a Hub failure
+            try:
+                splits = datasets.load_dataset(data_args.dataset, data_args.dataset_config)
+            except Exception as exc:
+                raise FileNotFoundError(
+                    f"--dataset {data_args.dataset}: no such local folder, and loading it as a Hub dataset id failed "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+                ) from exc
         if not isinstance(splits, datasets.DatasetDict):
             raise ValueError(f"{data_args.dataset}: expected a DatasetDict with splits, got {type(splits).__name__}")
     elif data_args.phantoms:
         from ..data import make_phantom_openi, split_openi
 
-        studies = make_phantom_openi(data_args.phantoms, seed=seed, image_size=image_size)
+        studies = make_phantom_openi(data_args.phantoms, seed=seed, image_size=image_size, show_progress=True)
         splits = split_openi(studies, seed=seed, test_per_class=data_args.test_per_class, val_fraction=data_args.val_fraction)
     else:
         raise ValueError("no data: pass --dataset (DatasetDict folder or Hub id) or --phantoms N")
@@ -337,6 +306,10 @@ def run_training(
             f"launched as {launched} processes but TrainingArguments sees world_size={training_args.world_size}: "
             "on a machine without GPUs pass --use_cpu true so the processes join one gloo group"
         )
+    preflight_run(model_args, data_args, training_args, push=push)  # before anything loads or is written
+    warn_about_launch(training_args)
+    if training_args.dataloader_pin_memory and not torch.cuda.is_available():  # torch warns on every DataLoader
+        training_args = dataclasses.replace(training_args, dataloader_pin_memory=False)
     seed = training_args.seed
     set_seed(seed)
     output_dir = Path(training_args.output_dir)
@@ -354,9 +327,8 @@ def run_training(
     train_dataset, eval_dataset, test_dataset = (
         undecoded_images(ds, data_args.image_column) for ds in (train_dataset, eval_dataset, test_dataset)
     )
-    if eval_dataset is None and training_args.eval_strategy != "no":
-        logger.warning("no validation split %r: evaluation during training is turned off", data_args.eval_split)
-        training_args = dataclasses.replace(training_args, eval_strategy="no", load_best_model_at_end=False)
+    train_dataset, eval_dataset, test_dataset, training_args = check_splits(
+        train_dataset, eval_dataset, test_dataset, training_args, data_args)  # before the model is built
 
     processor = build_processor(model_args, train_dataset[data_args.text_column], output_dir, training_args)
     collator = CxrMtClipDataCollator(processor, data_args.image_column, data_args.text_column, data_args.label_column)
@@ -391,6 +363,7 @@ def run_training(
             eval_dataset=eval_dataset,
             processing_class=processor,
         )
+        _labelled_progress(hpo_trainer)
         best_run = hpo_trainer.hyperparameter_search(n_trials=training_args.hpo_trials)
         payload = [best_run.hyperparameters if best_run is not None else None]
         if training_args.world_size > 1:
@@ -433,6 +406,9 @@ def run_training(
             eval_dataset=eval_dataset,
             processing_class=processor,
         )
+    check_resume(resume, trainer.model)  # a checkpoint that trained other parameters: named, not torch's error
+    _labelled_progress(trainer)
+    trainer.add_callback(TrainableParametersCallback(trainer.model))
     train_output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
     trainer.save_state()
@@ -456,7 +432,8 @@ def run_training(
             if values:
                 write_json(output_dir / name, values, allow_nan=True, sort_keys=True)
         if any("loss" in entry for entry in trainer.state.log_history):  # a run too short to log has no curve
-            plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME)
+            plot_loss_curves(trainer.state.log_history, output_dir / LOSS_CURVES_NAME,
+                             data_note=data_note(train_dataset, "training data"))
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         data = DataDescription(
             provenance=data_provenance(splits),
@@ -487,6 +464,10 @@ def run_training(
             repo_id = training_args.hub_model_id or output_dir.name
             uploaded = push_to_hub(output_dir, repo_id, token=training_args.hub_token,
                                    private=training_args.hub_private_repo)
+        write_run_summary(output_dir, all_results, data_note=data_note(train_dataset, "training data"),
+                          files=("model.safetensors", "config.json", "processor_config.json", *RESULT_FILES,
+                                 LOSS_CURVES_NAME, "README.md", "trainer_state.json"),
+                          uploaded_to=(training_args.hub_model_id or output_dir.name) if push else None)
     trainer.accelerator.wait_for_everyone()
     return TrainingRunResult(
         output_dir=output_dir,
@@ -496,6 +477,16 @@ def run_training(
         model_card_path=card_path,
         uploaded_files=uploaded,
     )
+
+
+def _labelled_progress(trainer: Any) -> None:
+    """transformers' progress bars, labelled, with one line per log (`training.progress`)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    from ..training.progress import LabelledProgressCallback
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(LabelledProgressCallback())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,240 @@
+"""The training recipe's checks and reports: what `run_training` verifies before it loads a model, the warnings about
+how it was launched, the resume check, and the summary printed at the end of a run.
+
+Every check fails with one line naming the problem and the fix (a `ValueError` / `FileNotFoundError` that the CLI
+prints as ``cxr-mtclip train: error: ...``); a condition the run can live with is a warning, printed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..preflight import check_dataset_source, check_hub_push, check_output_dir
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MIN_EVAL_STUDIES",
+    "TRAINABLE_PARAMETERS_NAME",
+    "TrainableParametersCallback",
+    "check_resume",
+    "check_splits",
+    "preflight_run",
+    "requested_processes",
+    "warn_about_launch",
+    "write_run_summary",
+]
+
+MIN_EVAL_STUDIES = 2
+"""Fewer validation studies than this and retrieval metrics mean nothing (one study always retrieves itself)."""
+TRAINABLE_PARAMETERS_NAME = "trainable_parameters.json"
+
+
+def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: bool) -> None:
+    """Before anything loads: the data source exists, the output folder is writable, the Hub accepts a push."""
+    if data_args.dataset:
+        check_dataset_source(data_args.dataset)
+    elif not data_args.phantoms:
+        raise ValueError("no data: pass --dataset FOLDER (from `cxr-mtclip build-dataset`) or a Hub dataset id, "
+                         "or --phantoms N for synthetic studies")
+    check_output_dir(training_args.output_dir)
+    resume = training_args.resume_from_checkpoint
+    if resume and str(resume).lower() not in ("true", "last", "latest", "false", "none", "no") and not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; give a checkpoint-N "
+                                "folder of an earlier run, or 'last' for the newest one in --output_dir")
+    if push and training_args.process_index == 0:
+        check_hub_push(training_args.hub_model_id or Path(training_args.output_dir).name, token=training_args.hub_token)
+
+
+def check_splits(train: Any, eval_: Any, test: Any, training_args: Any, data_args: Any) -> tuple[Any, Any, Any, Any]:
+    """Refuse a train split too small for one batch; turn evaluation off (with a warning) for a missing, empty or
+    too small validation split and drop an empty test split. Returns (train, eval, test, training_args)."""
+    name = data_args.dataset or "phantoms"
+    if len(train) == 0:
+        raise ValueError(f"{name}: the {data_args.train_split!r} split is empty; build the dataset with more studies "
+                         "(`cxr-mtclip build-dataset` prints what it kept and dropped)")
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
+    if training_args.dataloader_drop_last and len(train) < batch:
+        raise ValueError(
+            f"{name}: the {data_args.train_split!r} split has {len(train)} studies, fewer than one batch of {batch} "
+            f"({training_args.per_device_train_batch_size} per process x {max(1, training_args.world_size)}) with "
+            f"dataloader_drop_last: no training step would run; use a batch of at most {len(train)} "
+            "(--per_device_train_batch_size) or more studies"
+        )
+    if len(train) < 2:
+        raise ValueError(f"{name}: the {data_args.train_split!r} split has 1 study; the contrastive losses need at "
+                         "least 2 per batch: use more studies")
+    if eval_ is not None and len(eval_) < MIN_EVAL_STUDIES:
+        if training_args.hpo_trials > 0:
+            raise ValueError(f"{name}: --hpo_trials needs a validation split of at least {MIN_EVAL_STUDIES} studies "
+                             f"(the {data_args.eval_split!r} split has {len(eval_)}); use more studies or no search")
+        _warn(f"the {data_args.eval_split!r} split has {len(eval_)} studies (fewer than {MIN_EVAL_STUDIES}): "
+              "evaluation during training is turned off; build the dataset with more studies to evaluate")
+        eval_ = None
+    elif eval_ is None and training_args.eval_strategy != "no":
+        if training_args.hpo_trials > 0:
+            raise ValueError(f"{name}: --hpo_trials needs a validation split (the objective is validation accuracy@1) "
+                             f"and there is no {data_args.eval_split!r} split")
+        _warn(f"no validation split {data_args.eval_split!r}: evaluation during training is turned off")
+    if eval_ is None and (training_args.eval_strategy != "no" or training_args.load_best_model_at_end):
+        training_args = dataclasses.replace(training_args, eval_strategy="no", load_best_model_at_end=False,
+                                            metric_for_best_model=None)
+    if test is not None and len(test) == 0:
+        _warn(f"the {data_args.test_split!r} split is empty: no test evaluation at the end")
+        test = None
+    return train, eval_, test, training_args
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# -- how the run was launched ---------------------------------------------------------------------
+
+
+def requested_processes(cmdline: Sequence[str] | None = None) -> int | None:
+    """The ``--num_processes`` an ``accelerate launch`` parent process asked for (None when not launched by it).
+
+    Example:
+        >>> requested_processes(["python", "-m", "accelerate.commands.launch", "--num_processes", "2", "train.py"])
+        2
+    """
+    if cmdline is None:
+        try:
+            raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        except OSError:
+            return None
+        cmdline = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    if not any("accelerate" in part for part in cmdline[:3]) or "launch" not in " ".join(cmdline[:4]):
+        return None
+    for i, part in enumerate(cmdline):
+        for flag in ("--num_processes", "--num-processes"):
+            if part == flag and i + 1 < len(cmdline):
+                return int(cmdline[i + 1]) if cmdline[i + 1].isdigit() else None
+            if part.startswith(flag + "="):
+                value = part.split("=", 1)[1]
+                return int(value) if value.isdigit() else None
+    return None
+
+
+def warn_about_launch(training_args: Any, *, cmdline: Sequence[str] | None = None) -> None:
+    """Warn when `accelerate launch --num_processes N>1` started one process, and when gradient accumulation
+    shrinks the contrastive batch (each SupCon/CLIP term sees one micro-batch, not the accumulated batch)."""
+    world = max(1, int(training_args.world_size))
+    asked = requested_processes(cmdline)
+    if asked is not None and asked > 1 and world == 1:
+        _warn(f"`accelerate launch` was asked for {asked} processes but started 1: without GPUs accelerate starts "
+              f"several processes only with --multi_gpu (accelerate launch --multi_gpu --num_processes {asked} ...); "
+              "this run trains in one process")
+    steps = int(training_args.gradient_accumulation_steps)
+    if steps > 1:
+        micro = training_args.per_device_train_batch_size * world
+        _warn(f"gradient_accumulation_steps={steps}: the optimiser sees {micro * steps} studies per step, but the "
+              f"contrastive terms (SupCon, CLIP) compare only the {micro} of one micro-batch; raise "
+              "--per_device_train_batch_size (or add processes) to give them more negatives")
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+def trainable_parameter_names(model: Any) -> list[str]:
+    return sorted(name for name, parameter in model.named_parameters() if parameter.requires_grad)
+
+
+class TrainableParametersCallback(TrainerCallback):
+    """Writes the trained parameters' names into each checkpoint, so a resume can compare them with its own."""
+
+    def __init__(self, model: Any) -> None:
+        self.names = trainable_parameter_names(model)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            from ..atomic import write_json
+
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json(folder / TRAINABLE_PARAMETERS_NAME, {"trainable_parameters": self.names})
+
+
+def _config_fields(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _short(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_resume(checkpoint: str | os.PathLike | None, model: Any) -> None:
+    """Refuse to resume from a checkpoint whose trained parameters differ from this run's, naming the difference.
+
+    The checkpoint's set is its ``trainable_parameters.json`` (written by `TrainableParametersCallback`); for an
+    older checkpoint without it, the freeze fields of its config.json are compared with the model's config.
+    """
+    if not checkpoint or checkpoint is True:
+        return
+    folder = Path(checkpoint)
+    ours = trainable_parameter_names(model)
+    fix = ("resume with the checkpoint's freeze flags (its config.json: trainable_image_blocks, "
+           "trainable_text_blocks) or start a new run in another --output_dir")
+    saved_file = folder / TRAINABLE_PARAMETERS_NAME
+    if saved_file.is_file():
+        saved = json.loads(saved_file.read_text(encoding="utf-8")).get("trainable_parameters", [])
+        only_saved = sorted(set(saved) - set(ours))
+        only_ours = sorted(set(ours) - set(saved))
+        if only_saved or only_ours:
+            parts = []
+            if only_saved:
+                parts.append(f"the checkpoint trained {len(only_saved)} tensor(s) this run freezes ({_short(only_saved)})")
+            if only_ours:
+                parts.append(f"this run trains {len(only_ours)} tensor(s) the checkpoint froze ({_short(only_ours)})")
+            raise ValueError(f"--resume_from_checkpoint {folder}: " + "; ".join(parts) + f"; {fix}")
+        return
+    config = _config_fields(folder)
+    keys = ("trainable_image_blocks", "trainable_text_blocks")
+    differing = [f"{key} {config[key]} in the checkpoint, {getattr(model.config, key)} in this run"
+                 for key in keys if key in config and config[key] != getattr(model.config, key, None)]
+    if differing:
+        raise ValueError(f"--resume_from_checkpoint {folder}: the trained parameters differ (" + "; ".join(differing)
+                         + f"); {fix}")
+
+
+# -- the end of a run -----------------------------------------------------------------------------
+
+
+def write_run_summary(output_dir: Path, results: Mapping[str, Any], *, files: Sequence[str], data_note: str,
+                      uploaded_to: str | None = None) -> str:
+    """The text printed at the end of a run: where everything was saved and the final metrics as a table."""
+    from ..training.progress import metrics_table
+
+    columns = {}
+    for prefix, title in (("eval", "validation"), ("test", "test")):
+        values = {key[len(prefix) + 1:]: value for key, value in results.items() if key.startswith(prefix + "_")}
+        if values:
+            columns[title] = values
+    lines = [f"Training finished ({data_note}).", f"Saved in {output_dir}:"]
+    lines += [f"  {name}" for name in files if (output_dir / name).exists()]
+    if "train_loss" in results:
+        lines.append(f"Final training loss {results['train_loss']:.4g} after {results.get('epoch', '?')} epoch(s), "
+                     f"{results.get('train_runtime', 0):.0f} s.")
+    table = metrics_table(columns)
+    if table:
+        lines += ["", table, "", f"All metrics: {output_dir / 'all_results.json'}"]
+    if uploaded_to:
+        lines.append(f"Pushed to https://huggingface.co/{uploaded_to}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
