@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from .dicom import encode_png, read_dicom_and_view
 
-__all__ = ["IMAGE_SUFFIXES", "is_dicom_file", "is_image_name", "read_image_file"]
+__all__ = ["IMAGE_SUFFIXES", "is_dicom_file", "is_image_name", "open_image", "read_image_file"]
 
 IMAGE_SUFFIXES = (".dcm.png", ".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
@@ -52,3 +52,42 @@ def read_image_file(path: Path) -> tuple[bytes, PILImage.Image, str | None]:
         raise ValueError(f"{path}: unreadable image (0 pixels)")
     return data, image, None
 
+
+
+# TEMPORARY stand-in written by i17 against the contract in notes/phase2_common.md, until i16's
+# `open_image` lands in main (then this block is dropped in favour of i16's on merge).
+def open_image(source, *, name: str | None = None) -> PILImage.Image:  # pragma: no cover - replaced by i16
+    """Open a path, bytes, binary file, PIL image or `datasets` Image dict: PIL formats and DICOM (by content)."""
+    if isinstance(source, PILImage.Image):
+        return source
+    if isinstance(source, dict):
+        name = name or source.get("path") or "image"
+        source = source.get("bytes") or source.get("path")
+        if source is None:
+            raise ValueError(f"{name}: image dict has neither bytes nor path")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        data = source.read()
+    name = name or "image"
+    if not data:
+        raise ValueError(f"{name}: the file is empty")
+    if len(data) > 132 and data[128:132] == b"DICM":
+        from .dicom import read_dicom
+
+        return read_dicom(io.BytesIO(data), name=name)
+    try:
+        image = PILImage.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:
+        raise ValueError(f"{name}: not a readable image (expected PNG, JPEG or DICOM; {type(exc).__name__})") from exc
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{name}: the image is empty (0 pixels)")
+    return image
