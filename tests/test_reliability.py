@@ -24,7 +24,7 @@ from PIL import Image
 from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
 from cxr_mtclip.atomic import atomic_update_directory
 from cxr_mtclip.data import load_openi, read_image_file
-from cxr_mtclip.retrieval.serve import UserInputError, decode_upload
+from cxr_mtclip.retrieval.app import UserInputError, decode_upload
 from cxr_mtclip.training import CxrMtClipDataCollator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -82,12 +82,15 @@ def open_image(source, *, name: str | None = None) -> PILImage.Image:  # pragma:
     if len(data) > 132 and data[128:132] == b"DICM":
         from .dicom import read_dicom
 
-        return read_dicom(io.BytesIO(data), name=name)
+        try:
+            return read_dicom(io.BytesIO(data), name=name)
+        except ValueError as exc:
+            raise ValueError(f"{name}: not a readable DICOM image ({exc})") from exc
     try:
         image = PILImage.open(io.BytesIO(data))
         image.load()
     except Exception as exc:
-        raise ValueError(f"{name}: not a readable image (expected PNG, JPEG or DICOM; {type(exc).__name__})") from exc
+        raise ValueError(f"{name}: not a readable image (expected PNG, JPEG or DICOM): {type(exc).__name__}") from exc
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name}: the image is empty (0 pixels)")
     return image
