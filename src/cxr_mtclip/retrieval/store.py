@@ -143,16 +143,15 @@ def build_column_index(
     masks = []
     index = None
     total = len(rows)
-    bar = tqdm(total=total, desc=f"Indexing {column} ({kind})", unit="row", disable=not show_progress or total == 0)
-    for start, present, vectors in column_blocks(rows, column):
-        masks.append(present)
-        check_unit_norm(vectors, f"column '{column}'", first_row=start)
-        if index is None:
-            index = _new_index(rows, column, kind, dimension, nlist, train_size, hnsw_m, ef_construction, seed)
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        bar.update(len(present))
-    bar.close()
+    with tqdm(total=total, desc=f"Indexing {column} ({kind})", unit="row", disable=not show_progress or total == 0) as bar:
+        for start, present, vectors in column_blocks(rows, column):
+            masks.append(present)
+            check_unit_norm(vectors, f"column '{column}'", first_row=start)
+            if index is None:
+                index = _new_index(rows, column, kind, dimension, nlist, train_size, hnsw_m, ef_construction, seed)
+            if len(vectors):
+                index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            bar.update(len(present))
     present_all = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
     if index is None or not present_all.any():
         raise ValueError(f"column '{column}' has no vectors (every row is None); nothing to index")
@@ -389,18 +388,28 @@ def append_to_index_folder(
     new = IndexManifest(**{**asdict(manifest), "rows": list(manifest.rows), "indexes": dict(manifest.indexes)})
     new.generation = manifest.generation + 1
     part_name = f"part-{len(manifest.rows):05d}"
-    staging = Path(tempfile.mkdtemp(prefix=".append.", suffix=".tmp", dir=str(folder)))
+    written: list[Path] = []
     try:
-        part = _write_rows_part(added_rows, staging, part_name, show_progress)
-        os.replace(staging / _ROWS_DIR / part_name, folder / _ROWS_DIR / part_name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    new.rows.append(part)
-    new.indexes = {column: _write_index(entry, folder, new.generation) for column, entry in indexes.items()}
-    new.num_rows = manifest.num_rows + len(added_rows)
-    new.updated = _now()
-    new.versions = _versions()
-    atomic_write_text(folder / MANIFEST_NAME, new.to_json())
+        staging = Path(tempfile.mkdtemp(prefix=".append.", suffix=".tmp", dir=str(folder)))
+        try:
+            part = _write_rows_part(added_rows, staging, part_name, show_progress)
+            os.replace(staging / _ROWS_DIR / part_name, folder / _ROWS_DIR / part_name)
+            written.append(folder / _ROWS_DIR / part_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        new.rows.append(part)
+        new.indexes = {}
+        for column, entry in indexes.items():
+            new.indexes[column] = meta = _write_index(entry, folder, new.generation)
+            written.extend(folder / meta[key] for key in ("file", "row_ids") if meta.get(key))
+        new.num_rows = manifest.num_rows + len(added_rows)
+        new.updated = _now()
+        new.versions = _versions()
+        atomic_write_text(folder / MANIFEST_NAME, new.to_json())  # the commit point
+    except BaseException:
+        for path in written:  # the old manifest still rules: drop what it does not know
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
     keep = {entry[key] for entry in new.indexes.values() for key in ("file", "row_ids") if entry.get(key)}
     for old in (folder / _INDEX_DIR).iterdir():
         if f"{_INDEX_DIR}/{old.name}" not in keep and not old.name.startswith("."):
