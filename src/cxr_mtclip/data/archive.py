@@ -232,11 +232,29 @@ def load_archive(
             if made is not None:
                 yield made
 
-    dataset = Dataset.from_generator(generate, features=features, cache_dir=str(cache_dir) if cache_dir else None,
-                                     fingerprint=uuid.uuid4().hex)
+    made, failures = [0], []
+
+    def counted() -> Iterator[dict[str, Any]]:
+        try:
+            for item in generate():
+                made[0] += 1
+                yield item
+        except Exception as err:  # datasets wraps it in DatasetGenerationError: keep ours to re-raise
+            failures.append(err)
+            raise
+
+    try:
+        dataset = Dataset.from_generator(counted, features=features, cache_dir=str(cache_dir) if cache_dir else None,
+                                         fingerprint=uuid.uuid4().hex)
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        if made[0]:
+            raise
+        dataset = None  # datasets refuses an empty generator ("corresponds to no data")
     for rel in sorted(set(metadata) - used_metadata):
         skip(rel, METADATA_WITHOUT_FILE, f"{metadata[rel].where}: names {rel}, which is not in the archive")
-    if len(dataset) == 0:
+    if dataset is None or len(dataset) == 0:
         reasons = Counter(s.reason for s in skipped)
         raise ValueError(f"{root}: no study could be read (skipped: {dict(reasons) or 'no files'})")
     return ArchiveResult(dataset, skipped, root)

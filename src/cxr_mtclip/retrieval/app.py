@@ -252,7 +252,7 @@ def build_demo(index: RetrievalIndex, *, title: str = "Chest X-ray image ↔ rep
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="upload")
-                query_image = gr.Image(label="Your image, as the model reads it", interactive=False, format="png",
+                query_image = gr.Image(label="Your query image (decoded: 16-bit and DICOM windowed)", interactive=False, format="png",
                                        height=220, elem_id="query-image", buttons=[])
                 report = gr.Textbox(label="Report (optional)", lines=4, max_lines=12, elem_id="report",
                                     placeholder="e.g. small left pleural effusion")
