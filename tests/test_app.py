@@ -82,7 +82,12 @@ def lungs(shape=(256, 256)) -> np.ndarray:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A saved demo-architecture model and an index folder of 30 phantom studies (some AP, the rest PA)."""
-    from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
+    from cxr_mtclip import (
+        CxrMtClipConfig,
+        CxrMtClipModel,
+        CxrMtClipProcessor,
+        build_wordpiece_tokenizer,
+    )
     from cxr_mtclip.data import make_phantom_openi
     from cxr_mtclip.retrieval import RetrievalIndex
 
@@ -316,7 +321,7 @@ def raw_request(port: int, head: list[str], body: bytes = b"", timeout: float = 
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         try:
             data = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             pytest.fail(f"no answer within {timeout} s to {head[:1] + head[2:]}")
     return int(data.split(b" ", 2)[1]) if data else None
 

@@ -140,7 +140,12 @@ def test_an_archive_without_a_readable_image_is_an_error(tmp_path):
 def test_cli_indexes_the_archive_and_no_identifying_dicom_element_leaks(tmp_path, dicom_cases, capsys):
     """`cxr-mtclip index --images` -> search; no fake patient/site/operator value, nor the study UID, appears in
     any byte of the index folder or in the search output."""
-    from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
+    from cxr_mtclip import (
+        CxrMtClipConfig,
+        CxrMtClipModel,
+        CxrMtClipProcessor,
+        build_wordpiece_tokenizer,
+    )
     from cxr_mtclip.cli import main
 
     root = write_archive(tmp_path / "archive", dicom_cases)

@@ -416,7 +416,7 @@ def test_float32_and_bf16_autocast_embeddings_agree(saved_model, phantoms):
 
 
 def test_gallery_and_queries_use_one_precision(saved_model, phantoms, monkeypatch, tmp_path):
-    import cxr_mtclip.retrieval.embedding as embedding
+    from cxr_mtclip.retrieval import embedding
 
     _, model, processor = saved_model
     seen = []

@@ -154,7 +154,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise CliError("--images needs --model MODEL to embed the archive")
     index = RetrievalIndex.build(
         model, processor, dataset, kind=args.kind, index_columns=args.columns, store_images=not args.no_images,
-        batch_size=args.batch_size, model_id=str(args.model) if args.model is not None else None, data_note=note,
+        batch_size=args.batch_size, model_id=_model_id(args.model), data_note=note,
     )
     index.save(args.out, overwrite=args.overwrite)
     for item in skipped[:_SHOW_SKIPPED]:
@@ -167,6 +167,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 _SHOW_SKIPPED = 50
+
+
+def _model_id(model: str | None) -> str | None:
+    """How the manifest names the model: a folder as its absolute path (so any working directory can load it)."""
+    if model is None:
+        return None
+    return str(Path(model).resolve()) if Path(model).is_dir() else str(model)
 
 
 def _load_model(model: str | os.PathLike) -> tuple[Any, Any]:

@@ -28,12 +28,12 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check / telemetry calls to the internet
 
-import gradio as gr  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import gradio as gr
+from PIL import Image, ImageDraw
 
-from ..data.images import open_image  # noqa: E402
-from ..image_processing_cxr_mtclip import to_rgb  # noqa: E402
-from .retrieval_index import RetrievalIndex, SearchResults  # noqa: E402
+from ..data.images import open_image
+from ..image_processing_cxr_mtclip import to_rgb
+from .retrieval_index import RetrievalIndex, SearchResults
 
 __all__ = [
     "API_NAME",

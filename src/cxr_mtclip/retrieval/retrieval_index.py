@@ -144,7 +144,7 @@ class RetrievalIndex:
         num_workers: int = 0,
         show_progress: bool = True,
         **index_params: Any,
-    ) -> "RetrievalIndex":
+    ) -> RetrievalIndex:
         """Embed `dataset` (unless it already holds this model's embeddings) and index `index_columns`.
 
         Args:
@@ -154,7 +154,8 @@ class RetrievalIndex:
                 ``ef_search``, ``ef_construction``, ``train_size``, ``seed``).
             store_images: keep the images in the rows (thumbnails in results); False keeps text and vectors.
             precision: `embedding.resolve_precision`; recorded in the manifest and used for queries.
-            model_id: how to name the model in the manifest (default its ``name_or_path``).
+            model_id: how to name the model in the manifest (default its ``name_or_path``; a folder is stored as
+                its absolute path).
 
         A column that no row has (reports-only data has no image embeddings) is not indexed; rows with none
         of the indexed embeddings are left out. Raises ValueError for vectors that are not unit length.
@@ -195,9 +196,12 @@ class RetrievalIndex:
         from ..data.schema import data_note as make_note
 
         config = getattr(model, "config", None)
+        named = model_id or (getattr(config, "_name_or_path", None) or None)
+        if named and Path(named).is_dir():
+            named = str(Path(named).resolve())  # loadable from any working directory
         manifest = IndexManifest(
             model_fingerprint=fingerprint,
-            model_id=model_id or (getattr(config, "_name_or_path", None) or None),
+            model_id=named,
             embed_dim=_column_dimension(rows, columns[0]),
             precision=resolved,
             data_note=data_note or make_note(rows, "gallery"),
@@ -225,7 +229,7 @@ class RetrievalIndex:
         *,
         verify: bool = False,
         index_columns: Sequence[str] | None = None,
-    ) -> "RetrievalIndex":
+    ) -> RetrievalIndex:
         """Load an index folder; with a model (object, saved folder or Hub id) queries can be images or reports.
 
         Nothing in the gallery is embedded again. Raises ValueError with one line naming the folder when the
@@ -433,6 +437,9 @@ class RetrievalIndex:
             vectors = np.concatenate([v for _, _, v in parts]) if parts else np.zeros((0, self.manifest.embed_dim), np.float32)
             check_unit_norm(vectors, f"new rows' '{column}'")
             blocks[column] = (present, vectors)
+        from ..data.schema import data_note as make_note
+
+        auto_note = self.manifest.data_note == make_note(self.rows, "gallery")  # else the caller's own note stays
         offset = len(self.rows)
         for column, (present, vectors) in blocks.items():
             entry = self.indexes[column]
@@ -443,6 +450,8 @@ class RetrievalIndex:
                 entry.index.add(np.ascontiguousarray(vectors))
         self.rows = concatenate_datasets([self.rows, new])
         self._view = None
+        if auto_note:
+            self.manifest.data_note = make_note(self.rows, "gallery")
         if self.folder is not None:
             self.manifest = append_to_index_folder(self.folder, self.manifest, self.indexes, new, show_progress=show_progress)
         else:

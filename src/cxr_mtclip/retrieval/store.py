@@ -129,8 +129,8 @@ def build_column_index(
         kind: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (``IVF<nlist>,Flat``: ``nprobe`` of ``nlist`` k-means
             cells scanned per query) or ``hnsw`` (``HNSW<hnsw_m>`` graph, ``ef_search`` candidates per query).
         nlist / nprobe: IVF cells and cells visited (defaults `default_nlist`, `default_nprobe`).
-        train_size: IVF training vectors, a seeded random sample of the rows (default min(rows, 256 * nlist),
-            the most faiss' k-means would use anyway).
+        train_size: IVF training vectors, a seeded random sample of the rows (default min(rows, 64 * nlist):
+            k-means cost grows with it, and faiss wants at least 39 per cell).
         seed: the training sample's seed.
 
     Raises ValueError for an unknown kind, a column without any vector, or vectors that are not unit length.
@@ -170,7 +170,7 @@ def _new_index(rows: Dataset, column: str, kind: str, dimension: int, nlist: int
     nlist = default_nlist(n) if nlist is None else positive_int(nlist, "nlist")
     if nlist > n:
         raise ValueError(f"nlist={nlist} IVF cells need at least {nlist} vectors to train on; column '{column}' has {n}")
-    train = min(n, 256 * nlist) if train_size is None else positive_int(train_size, "train_size")
+    train = min(n, 64 * nlist) if train_size is None else positive_int(train_size, "train_size")
     if not nlist <= train <= n:
         raise ValueError(f"train_size={train} must be between nlist={nlist} and the number of vectors {n}")
     picked = present if train == n else np.sort(np.random.default_rng(seed).choice(present, train, replace=False))
@@ -249,7 +249,7 @@ class IndexManifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def read(cls, path: Path) -> "IndexManifest":
+    def read(cls, path: Path) -> IndexManifest:
         """Parse and validate ``manifest.json``; ValueError naming the file for anything malformed."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -277,12 +277,16 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str]:
+    import importlib.metadata
+
     import datasets
     import faiss
 
-    from .. import __version__
-
-    return {"cxr_mtclip": __version__, "datasets": datasets.__version__, "faiss": faiss.__version__}
+    try:
+        package = importlib.metadata.version("cxr-mtclip")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing
+        package = "unknown"
+    return {"cxr_mtclip": package, "datasets": datasets.__version__, "faiss": faiss.__version__}
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -332,9 +336,8 @@ def _write_index(entry: ColumnIndex, folder: Path, generation: int) -> dict[str,
     row_ids = None
     if entry.row_ids is not None:
         row_ids = f"{_INDEX_DIR}/{entry.column}.{generation:04d}.rows.npy"
-        with atomic_file(folder / row_ids) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, entry.row_ids.astype(np.int64), allow_pickle=False)
+        with atomic_file(folder / row_ids) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, entry.row_ids.astype(np.int64), allow_pickle=False)
     spec = entry.spec
     return {
         "file": name, "row_ids": row_ids, "kind": spec.kind, "params": spec.params, "num_vectors": spec.num_rows,
