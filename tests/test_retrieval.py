@@ -525,10 +525,11 @@ def test_real_openi_reports_only_rows_get_text_embeddings_only(openi_dir, tiny_m
     embedded = embed_dataset(tiny_model, tiny_processor, sample, show_progress=False)
     assert all(v is not None for v in embedded["text_embeds"])
     assert sum(v is not None for v in embedded["fused_embeds"]) == len(with_image) > 0
+    # the index keeps the reports-only rows in the text index and leaves them out of the image and fused ones
+    retriever = RetrievalIndex.build(tiny_model, tiny_processor, embedded, show_progress=False)
+    assert retriever.indexes["fused_embeds"].index.ntotal == retriever.indexes["image_embeds"].index.ntotal == len(with_image)
+    assert retriever.indexes["text_embeds"].index.ntotal == len(embedded)
     indexed = rows_with_embeddings(embedded, "image_embeds", "fused_embeds")
-    for column in EMBEDDING_COLUMNS:
-        build_index(indexed, column)
-    retriever = RetrievalIndex(tiny_model, tiny_processor, indexed)
     scores, examples = retriever.search_similar_studies(indexed[0]["image"], indexed[0]["report"], k=len(with_image))
     assert examples["uid"][0] == indexed[0]["uid"] and len(scores) == len(with_image)
 

@@ -22,6 +22,7 @@ sees the old folder or the new one, never a mix.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -310,19 +311,19 @@ def _state_fingerprint(part: Path) -> str:
         raise ValueError(f"{state}: unreadable ({err}); the rows part is damaged") from err
 
 
-def _write_rows_part(rows: Dataset, folder: Path, name: str, show_progress: bool) -> dict[str, Any]:
-    target = folder / _ROWS_DIR / name
+def _write_rows_part(rows: Dataset, tmp: Path, name: str, show_progress: bool) -> dict[str, Any]:
+    """Save `rows` as ``rows/<name>`` inside `tmp`, a staging folder that is renamed into place afterwards."""
     import datasets
 
     disabled = datasets.are_progress_bars_disabled()
     if not show_progress and not disabled:
         datasets.disable_progress_bars()
     try:
-        rows.save_to_disk(str(target))
+        rows.save_to_disk(str(tmp / _ROWS_DIR / name))
     finally:
         if not show_progress and not disabled:
             datasets.enable_progress_bars()
-    return {"path": f"{_ROWS_DIR}/{name}", "num_rows": len(rows), "fingerprint": _state_fingerprint(target)}
+    return {"path": f"{_ROWS_DIR}/{name}", "num_rows": len(rows), "fingerprint": _state_fingerprint(tmp / _ROWS_DIR / name)}
 
 
 def _write_index(entry: ColumnIndex, folder: Path, generation: int) -> dict[str, Any]:
@@ -336,8 +337,10 @@ def _write_index(entry: ColumnIndex, folder: Path, generation: int) -> dict[str,
     row_ids = None
     if entry.row_ids is not None:
         row_ids = f"{_INDEX_DIR}/{entry.column}.{generation:04d}.rows.npy"
-        with atomic_file(folder / row_ids) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, entry.row_ids.astype(np.int64), allow_pickle=False)
+        buffer = io.BytesIO()
+        np.save(buffer, entry.row_ids.astype(np.int64), allow_pickle=False)
+        with atomic_file(folder / row_ids) as tmp:
+            tmp.write_bytes(buffer.getvalue())
     spec = entry.spec
     return {
         "file": name, "row_ids": row_ids, "kind": spec.kind, "params": spec.params, "num_vectors": spec.num_rows,
