@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns {search name: list of hits} (also printed)."""
     from datasets import DatasetDict, load_from_disk
 
+    from cxr_mtclip.data.images import open_image
     from cxr_mtclip.hub import load_model_and_processor
 
     args = build_parser().parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not 0 <= args.query_row < len(dataset):
         raise SystemExit(f"--query-row {args.query_row} is outside the split (0..{len(dataset) - 1})")
     row = dataset[args.query_row]
-    image = args.query_image if args.query_image else row["image"]  # a path goes through open_image
+    image = open_image(args.query_image) if args.query_image else row["image"]
     report = args.query_report or row["report"]
     own_uid = None if (args.query_image or args.query_report) else row.get("uid")
     if image is None:

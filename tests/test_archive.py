@@ -81,7 +81,7 @@ def test_mixed_archive_rows_and_skipped_files(tmp_path, dicom_cases):
     }
     detail = {s.path: s.detail for s in result.skipped}
     assert "lateral view; the study's PA image pacs/study1/IM0001 was chosen" in detail["pacs/study1/IM0002"]
-    assert "pacs/cut.dcm: not a readable DICOM image" in detail["pacs/cut.dcm"]
+    assert detail["pacs/cut.dcm"].startswith("pacs/cut.dcm: pixel data could not be decoded")
     assert "5 studies; skipped: metadata_without_file=1, no_frontal_image=1" in result.summary()
     # the stored 16-bit PNG is the file's own bytes; the DICOM is stored decoded, as PNG
     stored = result.dataset.cast_column("image", __import__("datasets").Image(decode=False))
@@ -96,7 +96,7 @@ def test_strict_archive_stops_at_the_first_skip(tmp_path, dicom_cases):
         load_archive(root, strict=True, show_progress=False)
     (root / "notes.txt").unlink()
     (root / "pngs" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # found while reading images
-    with pytest.raises(ValueError, match=r"pngs/bad\.png: not a readable image"):
+    with pytest.raises(ValueError, match=r"archive/pngs/bad\.png: unreadable image"):
         load_archive(root, strict=True, show_progress=False)
 
 

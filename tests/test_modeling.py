@@ -72,8 +72,9 @@ def test_gradients_reach_exactly_the_trainable_parameters(model):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == trainable
-    # the policy: last block + final norm/projection of each tower, the head and the logit scale
-    assert "classifier.weight" in trainable and "backbone.logit_scale" in trainable
+    # the policy: last block + final norm/projection of each tower and the head; the CLIP temperature is a
+    # hyper-parameter in the paper, so the logit scale stays frozen unless config.train_logit_scale
+    assert "classifier.weight" in trainable and "backbone.logit_scale" not in trainable
     assert any(n.startswith("backbone.visual.trunk.blocks.1.") for n in trainable)
     assert not any(n.startswith("backbone.visual.trunk.blocks.0.") for n in trainable)
     assert any(n.startswith("backbone.text.transformer.encoder.layer.1.") for n in trainable)
@@ -121,13 +122,16 @@ def test_full_biomedclip_architecture_builds_offline_with_the_paper_trainable_fr
     vision_extra = 2 * d + d * 512  # final LayerNorm + linear projection
     text_extra = d * 640 + 640 * 512  # open_clip's MLP projection (768 -> 640 -> 512)
     head = 512 + 1
-    expected_trainable = 2 * block + vision_extra + text_extra + head + 1  # + logit scale
+    expected_trainable = 2 * block + vision_extra + text_extra + head  # the logit scale is frozen (paper: tau fixed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    assert trainable == expected_trainable == 15_390_210
+    assert trainable == expected_trainable == 15_390_209
     assert 195_000_000 < total < 197_000_000
     report = model.print_trainable_parameters()
-    assert "15,390,210" in report and "7.8560" in report
+    assert "15,390,209" in report and "7.8560" in report
+    with torch.device("meta"):  # no weights needed, only which parameters train
+        with_scale = CxrMtClipModel(CxrMtClipConfig(train_logit_scale=True))
+    assert sum(p.numel() for p in with_scale.parameters() if p.requires_grad) == expected_trainable + 1
     assert len(model.backbone.visual.trunk.blocks) == 12 and len(model.backbone.text.transformer.encoder.layer) == 12
 
 

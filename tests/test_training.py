@@ -163,9 +163,9 @@ def test_collator_applies_the_processor(phantom_splits, tiny_processor):
         CxrMtClipDataCollator(tiny_processor)([{**rows[0], "label": 2}])
 
 
-def test_parameter_groups_split_backbone_and_head(tiny_config, tiny_processor, tmp_path):
+def test_parameter_groups_split_backbone_and_head(tiny_processor, tmp_path):
     torch.manual_seed(0)
-    model = CxrMtClipModel(tiny_config)
+    model = CxrMtClipModel(CxrMtClipConfig.tiny(dropout=0.0, train_logit_scale=True))  # frozen by default
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {g["name"]: g for g in parameter_groups(model, 1e-5, 1e-4, 0.05)}
     assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}

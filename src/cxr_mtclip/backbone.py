@@ -567,13 +567,16 @@ def load_backbone_weights(backbone: OpenClipBackbone, path: str | os.PathLike) -
     backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
-def apply_freeze_policy(backbone: OpenClipBackbone, image_blocks: int, text_blocks: int) -> None:
+def apply_freeze_policy(
+    backbone: OpenClipBackbone, image_blocks: int, text_blocks: int, *, train_logit_scale: bool = False
+) -> None:
     """Freeze each tower but its last `n` blocks and its final norm/projection (-1 keeps all trainable).
 
-    The logit scale stays trainable. With `n == 0` the whole tower is frozen.
+    With `n == 0` the whole tower is frozen. The CLIP logit scale trains only with `train_logit_scale`
+    (the paper keeps the temperature as a hyper-parameter: frozen at its pretrained value).
     """
     backbone.requires_grad_(False)
-    backbone.logit_scale.requires_grad_(True)
+    backbone.logit_scale.requires_grad_(bool(train_logit_scale))
     visual, text = backbone.visual, backbone.text
     if image_blocks == -1:
         visual.requires_grad_(True)

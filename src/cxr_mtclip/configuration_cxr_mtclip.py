@@ -50,6 +50,15 @@ class CxrMtClipConfig(PretrainedConfig):
     `cxr_mtclip.registry` (``tiny`` is a millisecond-sized variant). Image normalisation is not stored here:
     it belongs to the processor (`CxrMtClipImageProcessor`).
 
+    The config is the one holder of the loss hyper-parameters (`bce_weight`, `supcon_weight`, `clip_weight`,
+    `supcon_temperature`, `gather_distributed`): the model builds its loss from them at every call, so a value
+    changed after construction is the value trained with, saved and reported.
+
+    CLIP temperature: the paper treats it as a hyper-parameter, so by default (`train_logit_scale=False`) the
+    logit scale stays frozen at its pretrained value (BiomedCLIP's checkpoint, or `init_logit_scale` for a
+    randomly initialised architecture). With `train_logit_scale=True` it trains at the head's learning rate and
+    `CxrMtClipTrainer` clamps it to [0, ln 100] after every optimiser step, as open_clip does.
+
     Example:
         >>> config = CxrMtClipConfig.tiny(dropout=0.0)
         >>> config.embed_dim
@@ -74,6 +83,7 @@ class CxrMtClipConfig(PretrainedConfig):
         label_names: list[str] | tuple[str, ...] = ("normal", "abnormal"),
         gather_distributed: bool = True,
         init_logit_scale: float = 2.659260036932778,  # log(1 / 0.07), as open_clip
+        train_logit_scale: bool = False,
         **kwargs: Any,
     ) -> None:
         for key in _LEGACY_PREPROCESSING_KEYS:  # an older config.json: the processor holds these now
@@ -100,6 +110,7 @@ class CxrMtClipConfig(PretrainedConfig):
         self.label_names = list(label_names)
         self.gather_distributed = gather_distributed
         self.init_logit_scale = init_logit_scale
+        self.train_logit_scale = train_logit_scale
         kwargs.setdefault("id2label", dict(enumerate(self.label_names)))
         super().__init__(**kwargs)
         self.validate_fields()
@@ -138,6 +149,8 @@ class CxrMtClipConfig(PretrainedConfig):
                 f"CxrMtClipConfig.embed_dim={self.embed_dim} disagrees with "
                 f"open_clip_config['embed_dim']={self.open_clip_config.get('embed_dim')}"
             )
+        if not isinstance(self.train_logit_scale, bool):
+            raise ValueError(f"CxrMtClipConfig.train_logit_scale must be True or False, got {self.train_logit_scale!r}")
         for name in ("trainable_image_blocks", "trainable_text_blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < -1:

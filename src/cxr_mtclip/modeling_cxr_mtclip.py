@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 _NOT_WEIGHTS = {"training_args.bin"}
 # Weight files of earlier saves that a new save replaces (a sharded save leaves no model.safetensors and back).
 _OWN_WEIGHT_PATTERNS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "model-*-of-*.safetensors")
+LOGIT_SCALE_MAX = math.log(100)
+"""Upper bound of the (log) CLIP logit scale when it trains: a multiplier of at most 100, as open_clip clamps it."""
 
 
 @dataclass
@@ -93,15 +96,29 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         self.backbone = build_backbone(config.open_clip_config, config.text_config_dict, config.init_logit_scale)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.embed_dim, 1)
-        self.loss_fn = CompositeLoss(
-            bce_weight=config.bce_weight,
-            supcon_weight=config.supcon_weight,
-            clip_weight=config.clip_weight,
-            supcon_temperature=config.supcon_temperature,
-            gather_distributed=config.gather_distributed,
-        )
         self.post_init()
-        apply_freeze_policy(self.backbone, config.trainable_image_blocks, config.trainable_text_blocks)
+        _apply_config_freeze_policy(self)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "loss_fn":  # nn.Module would store a module silently where the property never reads it
+            raise AttributeError(
+                "CxrMtClipModel.loss_fn is built from model.config at every call; set model.config.bce_weight, "
+                "supcon_weight, clip_weight, supcon_temperature or gather_distributed instead"
+            )
+        super().__setattr__(name, value)
+
+    @property
+    def loss_fn(self) -> CompositeLoss:
+        """The composite loss as `config` describes it now (built at each call: the config is its one holder).
+
+        Raises ValueError naming the field when a config value set after construction is out of range.
+        """
+        return build_loss(self.config)
+
+    def clamp_logit_scale(self) -> None:
+        """Clamp the (log) CLIP logit scale to [0, ln 100] in place, as open_clip does after every optimiser step."""
+        with torch.no_grad():
+            self.backbone.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CxrMtClipModel":
@@ -116,10 +133,7 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             check_saved_model_folder(Path(source), cls, **kwargs)
         model = super().from_pretrained(*args, **kwargs)
-        if isinstance(model, tuple):  # output_loading_info=True
-            apply_freeze_policy(model[0].backbone, model[0].config.trainable_image_blocks, model[0].config.trainable_text_blocks)
-        else:
-            apply_freeze_policy(model.backbone, model.config.trainable_image_blocks, model.config.trainable_text_blocks)
+        _apply_config_freeze_policy(model[0] if isinstance(model, tuple) else model)  # tuple: output_loading_info
         return model
 
     @classmethod
@@ -253,6 +267,31 @@ class CxrMtClipModel(CxrMtClipPreTrainedModel):
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
         )
+
+
+def build_loss(config: CxrMtClipConfig) -> CompositeLoss:
+    """The paper's composite loss with the weights, SupCon temperature and gathering of `config` (validated first).
+
+    Example:
+        >>> build_loss(CxrMtClipConfig.tiny(clip_weight=5.0)).clip_weight
+        5.0
+    """
+    config.validate_fields()
+    return CompositeLoss(
+        bce_weight=config.bce_weight,
+        supcon_weight=config.supcon_weight,
+        clip_weight=config.clip_weight,
+        supcon_temperature=config.supcon_temperature,
+        gather_distributed=config.gather_distributed,
+    )
+
+
+def _apply_config_freeze_policy(model: "CxrMtClipModel") -> None:
+    config = model.config
+    apply_freeze_policy(
+        model.backbone, config.trainable_image_blocks, config.trainable_text_blocks,
+        train_logit_scale=config.train_logit_scale,
+    )
 
 
 def fuse_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:

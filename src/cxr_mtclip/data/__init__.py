@@ -4,7 +4,7 @@
 - `openi`: the three OpenI source layouts -> study records; `load_openi_reports`.
 - `build`: records -> `DatasetDict` (`load_openi`), written with a card (`build_openi_dataset`, `save_dataset`).
 - `splits`: 200 + 200 test studies, the rest 90/10 train/validation, stratified.
-- `images`, `dicom`: reading PNG/JPEG/DICOM files.
+- `images`, `dicom`: `open_image`, the one image opener (PNG, JPEG, any PIL format, DICOM by content).
 - `phantoms`: synthetic radiographs that show what their report says.
 - `cards`: dataset cards through huggingface_hub's `DatasetCard`.
 """
@@ -22,7 +22,7 @@ from .build import (
     select_frontal,
 )
 from .cards import openi_dataset_card, phantom_dataset_card, split_label_counts
-from .images import read_image_file
+from .images import open_image, read_image_file
 from .openi import (
     LAYOUTS,
     detect_openi_layout,
@@ -72,6 +72,7 @@ __all__ = [
     "parse_nlm_xml",
     "phantom_dataset_card",
     "push_openi_to_hub",
+    "open_image",
     "read_image_file",
     "save_dataset",
     "select_frontal",

@@ -147,8 +147,8 @@ def load_archive(
     skipped: list[SkippedFile] = []
 
     def skip(rel: str, reason: str, detail: str) -> None:
-        if strict:
-            raise ValueError(f"{root / rel}: {detail}")
+        if strict:  # the reader's messages already name the file relative to the archive
+            raise ValueError(f"{root}/{detail}" if detail.startswith(f"{rel}:") else f"{root / rel}: {detail}")
         skipped.append(SkippedFile(rel, reason, detail))
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))

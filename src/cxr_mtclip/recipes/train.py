@@ -78,6 +78,8 @@ class ModelArguments:
     dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier (default 0.1)."})
     trainable_image_blocks: int | None = field(default=None, metadata={"help": "Last ViT blocks trained (-1 all)."})
     trainable_text_blocks: int | None = field(default=None, metadata={"help": "Last BERT layers trained (-1 all)."})
+    train_logit_scale: bool | None = field(
+        default=None, metadata={"help": "Train the CLIP logit scale, clamped to [0, ln 100] (default: frozen, as the paper)."})
     cache_dir: str | None = field(default=None, metadata={"help": "huggingface_hub cache folder."})
 
     def config_overrides(self) -> dict[str, Any]:

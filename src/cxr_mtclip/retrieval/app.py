@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check /
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from ..data.images import open_image
+from ..data.images import is_dicom_bytes, open_image
 from ..image_processing_cxr_mtclip import to_rgb
 from .retrieval_index import RetrievalIndex, SearchResults
 
@@ -79,13 +79,35 @@ class UserInputError(ValueError):
 
 
 def decode_upload(source: Any, name: str | None = None) -> Image.Image:
-    """An uploaded file (path or bytes) as a PIL image through `open_image` (PNG, JPEG, DICOM by content);
-    UserInputError with the reader's message, naming the file by `name` (not the upload's temp path)."""
+    """An uploaded file (path or bytes) as a PIL image through `open_image` (PNG, JPEG, DICOM by content).
+
+    Raises UserInputError naming the file by `name` (not the upload's temp path): "the file is empty", "not a
+    readable DICOM image (why)" or "not a readable image (expected PNG, JPEG or DICOM): why".
+    """
     label = name or (os.path.basename(source) if isinstance(source, (str, os.PathLike)) else "upload")
     try:
         return open_image(source, name=label)
-    except ValueError as err:
-        raise UserInputError(str(err)) from None
+    except (ValueError, FileNotFoundError) as err:
+        detail = str(err).removeprefix(f"{label}: ")
+        if detail.startswith("unreadable image (") and detail.endswith(")"):
+            detail = detail[len("unreadable image (") : -1]
+        head = _head(source)
+        if not head:
+            raise UserInputError(f"{label}: the file is empty") from None
+        if is_dicom_bytes(head) or label.lower().endswith((".dcm", ".dicom")):
+            raise UserInputError(f"{label}: not a readable DICOM image ({detail})") from None
+        raise UserInputError(f"{label}: not a readable image (expected PNG, JPEG or DICOM): {detail}") from None
+
+
+def _head(source: Any) -> bytes:
+    """The first 132 bytes of an upload (enough for the DICOM magic); b"?" when they cannot be read."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:132])
+    try:
+        with open(source, "rb") as handle:
+            return handle.read(132)
+    except (OSError, TypeError):
+        return b"?"
 
 
 def thumbnail(image: Any, size: int = THUMBNAIL_PX) -> Image.Image:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import open_image
 from ..modeling_cxr_mtclip import fuse_embeddings
 from ..utils import eval_mode, positive_int, unwrap_model
 
@@ -331,19 +331,14 @@ class _PreparedBatches(torch.utils.data.Dataset):
 
 
 def _decode_image(value: Any, row: int) -> Image.Image | None:
-    """A row's image from an undecoded `datasets.Image` value; ValueError naming the row if unreadable."""
-    if value is None or isinstance(value, Image.Image):
-        return value
-    source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
-    if source is None:
+    """A row's image (an undecoded `datasets.Image` value) through `open_image`; ValueError naming the row."""
+    if value is None or (isinstance(value, Mapping) and not (value.get("bytes") or value.get("path"))):
         return None
+    name = (value.get("path") if isinstance(value, Mapping) else None) or "embedded bytes"
     try:
-        image = Image.open(source)
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        name = value.get("path") or "embedded bytes"
+        return open_image(value, name=name)
+    except (ValueError, FileNotFoundError) as err:
         raise ValueError(f"row {row}: image ({name}) is unreadable, truncated or corrupt ({err})") from err
-    return image
 
 
 def _embed_rows(

@@ -17,6 +17,7 @@ from .hpo import HP_SEARCH_RANGES, default_hp_space, default_objective
 from .trainer import (
     CONFIG_OVERRIDE_KEYS,
     CxrMtClipTrainer,
+    LogitScaleClampCallback,
     build_model,
     compute_retrieval_metrics,
     make_model_init,
@@ -34,6 +35,7 @@ __all__ = [
     "CxrMtClipTrainer",
     "CxrMtClipTrainingArguments",
     "FeatureCache",
+    "LogitScaleClampCallback",
     "build_feature_cache",
     "build_model",
     "compute_retrieval_metrics",

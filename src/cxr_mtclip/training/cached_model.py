@@ -186,7 +186,6 @@ class CachedCxrMtClipModel(CxrMtClipPreTrainedModel):
         self.backbone = core.backbone
         self.dropout = core.dropout
         self.classifier = core.classifier
-        self.loss_fn = core.loss_fn
         self.__dict__["wrapped_model"] = core  # not a registered submodule: its modules are registered above
         self.first_token_only = first_token_only
         if cache is not None:

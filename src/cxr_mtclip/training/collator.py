@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image
 
+from ..data.images import open_image
 from ..processing_cxr_mtclip import CxrMtClipProcessor
 
 __all__ = ["CxrMtClipDataCollator", "undecoded_images"]
@@ -22,8 +21,8 @@ __all__ = ["CxrMtClipDataCollator", "undecoded_images"]
 class CxrMtClipDataCollator:
     """Turn a list of dataset rows (image, report, label) into `pixel_values`, `input_ids`, `attention_mask`, `labels`.
 
-    Images may be PIL images, `{"bytes": ..., "path": ...}` dicts (an undecoded `datasets.Image`) or
-    file paths. Rows without the label column give a batch without `labels`.
+    Images may be PIL images, `{"bytes": ..., "path": ...}` dicts (an undecoded `datasets.Image`), file paths
+    or bytes, all opened by `cxr_mtclip.data.images.open_image` (PNG, JPEG, DICOM, ...). Rows without the label column give a batch without `labels`.
 
     Example:
         >>> collator = CxrMtClipDataCollator(processor)  # doctest: +SKIP
@@ -57,26 +56,19 @@ def _row_name(row: Mapping[str, Any]) -> str:
 
 
 def _as_pil(value: Any, row: Mapping[str, Any], column: str) -> Image.Image:
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
-        source: Any = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-    elif isinstance(value, (str, os.PathLike)):
-        source = value
-    else:
+    """A row's image through `open_image` (the opener every path shares), errors naming the row."""
+    if not isinstance(value, (Image.Image, Mapping, str, os.PathLike, bytes, bytearray)):
         raise ValueError(f"{_row_name(row)} has no usable image in column {column!r} (got {type(value).__name__})")
-    if not isinstance(source, io.BytesIO) and not Path(source).is_file():
-        raise FileNotFoundError(f"{source}: image of {_row_name(row)} not found")
+    if isinstance(value, Mapping) and not (value.get("bytes") or value.get("path")):
+        raise ValueError(f"{_row_name(row)} has no usable image in column {column!r} (empty 'bytes' and 'path')")
     try:
-        image = Image.open(source)
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return open_image(value)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (image of {_row_name(row)})") from err
+    except ValueError as err:
         raise ValueError(
-            f"{_row_name(row)}: column {column!r} holds an unreadable image, truncated or corrupt "
-            f"({type(err).__name__}: {err})"
+            f"{_row_name(row)}: column {column!r} holds an unreadable image, truncated or corrupt ({err})"
         ) from err
-    # as datasets.Image decodes: honour an EXIF orientation
-    return ImageOps.exif_transpose(image) if image.getexif().get(ExifTags.Base.Orientation) is not None else image
 
 
 def undecoded_images(dataset: Any, column: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import get_parameter_names
 from transformers.trainer_utils import BestRun, number_of_arguments
 
@@ -43,11 +43,13 @@ from .training_args import MEAN_ACCURACY_KEY, CxrMtClipTrainingArguments
 __all__ = [
     "CONFIG_OVERRIDE_KEYS",
     "CxrMtClipTrainer",
+    "LogitScaleClampCallback",
     "build_model",
     "compute_retrieval_metrics",
     "is_head_parameter",
     "make_model_init",
     "parameter_groups",
+    "refuse_data_parallel",
 ]
 
 CONFIG_OVERRIDE_KEYS = (
@@ -59,6 +61,7 @@ CONFIG_OVERRIDE_KEYS = (
     "trainable_image_blocks",
     "trainable_text_blocks",
     "gather_distributed",
+    "train_logit_scale",
 )
 _HEAD_PARAMETER_NAMES = ("backbone.logit_scale",)
 _HEAD_PARAMETER_PREFIXES = ("classifier.",)
@@ -70,7 +73,7 @@ _HEAD_PARAMETER_PREFIXES = ("classifier.",)
 
 
 def is_head_parameter(name: str) -> bool:
-    """Whether a parameter trains at `head_learning_rate`: the classifier and the CLIP logit scale."""
+    """Whether a parameter trains at `head_learning_rate`: the classifier and the CLIP logit scale (when it trains)."""
     name = name.removeprefix("module.")
     return name in _HEAD_PARAMETER_NAMES or name.startswith(_HEAD_PARAMETER_PREFIXES)
 
@@ -255,11 +258,43 @@ class _TermMeter:
         return self.sums is not None
 
 
+class LogitScaleClampCallback(TrainerCallback):
+    """After every optimiser step, clamp a trainable CLIP logit scale to [0, ln 100] (open_clip's bound).
+
+    A frozen logit scale (the default, `CxrMtClipConfig.train_logit_scale=False`) is left untouched.
+    """
+
+    def on_optimizer_step(self, args: TrainingArguments, state: Any, control: Any, model: nn.Module | None = None,
+                          **kwargs: Any) -> None:
+        while isinstance(getattr(model, "module", None), nn.Module):  # DDP / accelerate wrappers
+            model = model.module
+        if model is not None and hasattr(model, "clamp_logit_scale") and model.backbone.logit_scale.requires_grad:
+            model.clamp_logit_scale()
+
+
+def refuse_data_parallel(n_gpu: int) -> None:
+    """Raise ValueError when transformers would wrap the model in `nn.DataParallel` (one process, several GPUs).
+
+    DataParallel splits each batch over replicas, so the contrastive negatives would come from each replica's
+    slice only and the loss terms come back as one value per replica.
+    """
+    if n_gpu > 1:
+        raise ValueError(
+            f"CxrMtClipTrainer does not support nn.DataParallel (one process sees {n_gpu} GPUs): run "
+            f"`accelerate launch --multi_gpu --num_processes {n_gpu} examples/train.py ...` (one process per GPU, "
+            "global-batch negatives) or make one GPU visible with CUDA_VISIBLE_DEVICES=0"
+        )
+
+
 class CxrMtClipTrainer(Trainer):
     """Trainer with the paper's two learning rates, per-term loss logging and retrieval evaluation.
 
-    - `create_optimizer`: :func:`parameter_groups` (backbone at `learning_rate`, classifier + logit
-      scale at `head_learning_rate`, no decay on norms/biases/logit scale, trainable parameters only).
+    - `create_optimizer`: :func:`parameter_groups` (backbone at `learning_rate`, classifier (+ the logit
+      scale when `config.train_logit_scale`) at `head_learning_rate`, no decay on norms/biases/logit scale,
+      trainable parameters only); :class:`LogitScaleClampCallback` clamps a trainable logit scale to
+      [0, ln 100] after every optimiser step.
+    - one process per device: transformers' `nn.DataParallel` path (one process, several GPUs) is refused
+      with a ValueError pointing to `accelerate launch` (:func:`refuse_data_parallel`).
     - `compute_loss`: the model's composite loss; `bce_loss`, `supcon_loss`, `clip_loss` are logged as
       running means next to `loss` at every logging step and as `eval_bce_loss`... in evaluation.
     - evaluation: :func:`compute_retrieval_metrics` on the collected embeddings, keys like
@@ -307,16 +342,23 @@ class CxrMtClipTrainer(Trainer):
             compute_metrics=compute_retrieval_metrics if compute_metrics is None else compute_metrics,
             **kwargs,
         )
+        refuse_data_parallel(self.args.n_gpu)
+        self.add_callback(LogitScaleClampCallback())
         self._apply_loss_options(self.model)
 
     # -- model ------------------------------------------------------------------------------------
 
     def _apply_loss_options(self, model: nn.Module) -> None:
+        # The config is the loss's one holder: the model builds its loss from it at every call.
         gather = getattr(self.args, "gather_distributed", None)
-        if gather is None or not isinstance(model, CxrMtClipModel):
+        config = getattr(model, "config", None)
+        if gather is None or not isinstance(config, CxrMtClipConfig):
             return
-        model.config.gather_distributed = bool(gather)
-        model.loss_fn.gather_distributed = bool(gather)
+        config.gather_distributed = bool(gather)
+
+    def _wrap_model(self, model: nn.Module, training: bool = True, dataloader: Any = None) -> nn.Module:
+        refuse_data_parallel(self.args.n_gpu)  # args may have changed since __init__
+        return super()._wrap_model(model, training=training, dataloader=dataloader)
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """Build a model with `model_init`, passing the trial's hyper-parameters as a plain dict."""

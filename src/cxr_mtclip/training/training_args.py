@@ -18,9 +18,9 @@ MEAN_ACCURACY_KEY = "retrieval/mean_accuracy@1"
 class CxrMtClipTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the paper's defaults plus a head learning rate and HPO options.
 
-    Defaults: AdamW, `learning_rate=1e-5` (backbone), `head_learning_rate=1e-4` (classifier and CLIP
-    logit scale), `warmup_steps=0.1` (transformers 5 reads a float below 1 as a ratio of the total
-    steps: the paper's warm-up ratio 0.1), cosine schedule, 20 epochs, 128 per device, evaluation and
+    Defaults: AdamW, `learning_rate=1e-5` (backbone), `head_learning_rate=1e-4` (classifier, and the CLIP
+    logit scale when it trains), `warmup_steps=0.1` (transformers 5, which the package requires, reads a float
+    below 1 as a ratio of the total steps: the paper's warm-up ratio 0.1; transformers 4 read it as 0.1 steps), cosine schedule, 20 epochs, 128 per device, evaluation and
     checkpoints every epoch, best checkpoint tracked by the mean image<->text accuracy@1 on validation
     (set `load_best_model_at_end` to reload it after training).
 
@@ -32,7 +32,9 @@ class CxrMtClipTrainingArguments(TrainingArguments):
 
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the backbone towers."})
     head_learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate of the classifier head and the CLIP logit scale."}
+        default=1e-4,
+        metadata={"help": "AdamW learning rate of the classifier head (and of the CLIP logit scale when the model "
+                          "config's train_logit_scale is on)."},
     )
     weight_decay: float = field(
         default=0.01,
