@@ -133,7 +133,7 @@ def test_search_text_and_image(workspace, index_folder, capsys, tmp_path):
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")
     code, out, err = run(["search", "--index", str(index_folder), "--image", str(bad)], capsys)
-    assert code == 2 and "not a readable image" in err
+    assert code == 2 and "not_an_image.png: unreadable image" in err  # open_image's message, naming the file
     code, out, err = run(["search", "--index", str(index_folder), "--text", "x", "--filter", "label"], capsys)
     assert code == 2 and "expected COLUMN=VALUE" in err
 
