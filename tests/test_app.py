@@ -238,6 +238,23 @@ def test_16bit_png_query_is_shown_windowed_not_white(client, files):
     assert shown[128, 90] > 200 and shown[0, 0] < 30
 
 
+def test_gallery_thumbnails_of_16bit_and_other_modes_are_not_washed_out():
+    """Gallery rows store 16-bit PNGs as they are; their thumbnails go through open_image + to_rgb (min-max), where
+    the old page's convert("L") clipped 12-bit values to white."""
+    import io
+
+    from cxr_mtclip.retrieval.app import thumbnail
+
+    img16 = Image.fromarray(lungs())
+    buffer = io.BytesIO()
+    img16.save(buffer, format="PNG")
+    assert (np.asarray(img16.convert("L")) >= 250).mean() > 0.9  # the old thumbnail: almost all white
+    for source in ({"bytes": buffer.getvalue(), "path": None}, img16, img16.convert("I"),
+                   Image.fromarray(lungs().astype(np.float32) / 4095, mode="F")):
+        thumb = np.asarray(thumbnail(source, 64).convert("L"))
+        assert thumb.shape == (64, 64) and (thumb >= 250).mean() < 0.05 and thumb.max() - thumb.min() > 200
+
+
 def test_dicom_without_extension_is_read_by_content(client, files):
     query_image, *_, results = search(client, file=files.dicom, k=2)
     shown = np.asarray(Image.open(query_image).convert("L"))
