@@ -262,6 +262,18 @@ def test_dicom_without_extension_is_read_by_content(client, files):
     assert shown[128, 90] > 200 and shown[0, 0] < 30  # MONOCHROME1 inverted: the same greys as the PNG
 
 
+def test_a_scanner_dicom_upload_shows_nothing_of_its_header(client, tmp_path):
+    """The simulated scanner file carries fake patient / site / operator elements: none reaches the answer."""
+    from cxr_mtclip.testing.dicom_files import IDENTIFYING_ELEMENTS, write_dicom_files
+
+    case = next(c for c in write_dicom_files(tmp_path) if c.name == "view_pa")
+    query_image, notice, score_note, gallery, results = search(client, file=case.path, report="effusion", k=3)
+    answer = json.dumps([notice, score_note, gallery, results]) + Path(query_image).read_bytes().decode("latin-1")
+    assert results["query"] == "study"
+    for value in IDENTIFYING_ELEMENTS.values():
+        assert value not in answer
+
+
 def test_image_and_report_make_one_fused_query(client, files):
     *_, results = search(client, file=files.jpg, report="cardiomegaly", k=5)
     assert results["query"] == "study" and results["index"] == "fused_embeds" and len(results["hits"]) == 5
