@@ -209,7 +209,7 @@ def run_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> list
             }
             row["speedup_vs_flat"] = row["qps_raw"] / flat_qps if flat_qps else None
             rows.append(row)
-        del raw
+        raw = None  # free this index before the next kind is built (rebinding, not del: the lambdas above close over it)
         dataset.drop_index(kind)
     return rows
 

@@ -4,9 +4,9 @@
         --index-dir indexes/test --kind hnsw --query-row 0 --k 5
 
 The query is row `--query-row` of the split (its image and its report), or `--query-image` /
-`--query-report`. Indexes are saved under --index-dir with a JSON sidecar; a later run loads them
-after checking they match the split and the model (row count, dimension, embeddings, model
-fingerprint) and rebuilds them when they do not (`--rebuild` always rebuilds).
+`--query-report`. The index folder (rows, one FAISS file per embedding column, manifest) is written to
+--index-dir; a later run loads it without embedding the split again, after checking the model's fingerprint
+against the manifest, and rebuilds it when it does not match (`--rebuild` always rebuilds).
 """
 
 from __future__ import annotations
@@ -90,25 +90,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _retriever(model: Any, processor: Any, dataset: Any, index_dir: Path, args: argparse.Namespace) -> Any:
-    """Load the saved indexes when they match this split and model, else build and save them."""
-    from cxr_mtclip.retrieval import RetrievalIndex, embed_dataset, rows_with_embeddings
+    """Load the index folder when it was built by this model with this kind, else build and save it."""
+    from cxr_mtclip.retrieval import RetrievalIndex
 
-    if not args.rebuild and any(index_dir.glob("*.faiss")):
-        embedded = rows_with_embeddings(embed_dataset(model, processor, dataset, batch_size=args.batch_size))
-        retriever = RetrievalIndex(model, processor, embedded)
+    if not args.rebuild and (index_dir / "manifest.json").is_file():
         try:
-            specs = retriever.load_indexes(index_dir)
-            kinds = {spec.kind for spec in specs}
+            retriever = RetrievalIndex.load(index_dir, model, processor)
+            kinds = {meta["kind"] for meta in retriever.manifest.indexes.values()}
             if kinds == {args.kind}:
                 print(f"loaded saved indexes from {index_dir}")
                 return retriever
             print(f"saved indexes are {sorted(kinds)}, not {args.kind}: rebuilding")
         except (ValueError, FileNotFoundError) as err:
             print(f"saved indexes do not match, rebuilding: {err}")
-            for name in retriever.index_names:
-                retriever.dataset.drop_index(name)
     retriever = RetrievalIndex.build(model, processor, dataset, kind=args.kind, batch_size=args.batch_size)
-    retriever.save_indexes(index_dir)
+    retriever.save(index_dir, overwrite=True)
     print(f"built and saved indexes to {index_dir}")
     return retriever
 

@@ -14,5 +14,5 @@ fi
 python -m pip install -q --upgrade pip
 echo "[setup] installing torch==2.14.1 torchvision==0.29.1"
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
-echo "[setup] installing cxr_mtclip[${CXR_MTCLIP_EXTRAS:-dev,hpo,dicom,demo}]"
-python -m pip install -q -e ".[${CXR_MTCLIP_EXTRAS:-dev,hpo,dicom,demo}]"
+echo "[setup] installing cxr_mtclip[${CXR_MTCLIP_EXTRAS:-dev,hpo,dicom,demo,app}]"
+python -m pip install -q -e ".[${CXR_MTCLIP_EXTRAS:-dev,hpo,dicom,demo,app}]"

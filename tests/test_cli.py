@@ -52,10 +52,10 @@ def test_help_for_every_subcommand(capsys):
 
 def test_bad_arguments_exit_2_with_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["search", "--model", "/no/such/model", "--dataset", "/no/such/data", "--text", "x"])
+        main(["search", "--index", "/no/such/index", "--text", "x"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "/no/such/model: no such folder" in err[0]
+    assert len(err) == 1 and "/no/such/index: no such folder" in err[0]
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
     assert exc.value.code == 2
@@ -84,37 +84,58 @@ def test_embed_and_index(workspace, capsys, tmp_path):
                           "--split", "test", "--out", str(tmp_path / "emb")], capsys)
     assert code == 0, err
     assert "SYNTHETIC" in out
-    code, out, err = run(["index", "--dataset", str(tmp_path / "emb"), "--kind", "flat", "--out", str(tmp_path / "idx.faiss")], capsys)
+    # embed + index: the saved embeddings are indexed as they are (no model needed)
+    code, out, err = run(["index", "--dataset", str(tmp_path / "emb"), "--kind", "hnsw", "--out", str(tmp_path / "idx")], capsys)
     assert code == 0, err
-    assert (tmp_path / "idx.faiss").is_file()
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert {meta["kind"] for meta in manifest["indexes"].values()} == {"hnsw"} and manifest["images"] is True
+    code, out, err = run(["index", "--dataset", str(tmp_path / "emb"), "--out", str(tmp_path / "idx")], capsys)
+    assert code == 2 and "already exists (pass --overwrite" in err
     code, out, err = run(["embed", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
                           "--split", "nope", "--out", str(tmp_path / "emb2")], capsys)
     assert code == 2 and "no split 'nope'" in err
-    code, out, err = run(["index", "--dataset", str(workspace / "data" / "test"), "--out", str(tmp_path / "i2.faiss")], capsys)
-    assert code == 2 and "fused_embeds" in err
+    code, out, err = run(["index", "--dataset", str(workspace / "data"), "--split", "test", "--out", str(tmp_path / "i2")], capsys)
+    assert code == 2 and "embed_dataset" in err  # raw rows need --model
 
 
-def test_search_text_and_image(workspace, capsys, tmp_path):
+@pytest.fixture(scope="module")
+def index_folder(workspace):
+    """`cxr-mtclip index` on the raw test split, embedding it with the model (images kept)."""
+    folder = workspace / "index"
+    if not folder.exists():
+        assert main(["index", "--dataset", str(workspace / "data"), "--split", "test", "--model", str(workspace / "model"),
+                     "--out", str(folder)]) == 0
+    return folder
+
+
+def test_search_text_and_image(workspace, index_folder, capsys, tmp_path):
     from datasets import load_from_disk
 
     test = load_from_disk(str(workspace / "data"))["test"]
-    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
-                          "--split", "test", "--text", test[0]["report"], "-k", "3", "--json"], capsys)
+    code, out, err = run(["search", "--index", str(index_folder), "--text", test[0]["report"], "-k", "3", "--json"],
+                         capsys)  # the model comes from the manifest
     assert code == 0, err
     payload = json.loads(out)
     assert len(payload["results"]) == 3 and "SYNTHETIC" in payload["data"]
+    assert payload["protocol"] == "cross-modal" and payload["searched"] == "image_embeds"
     assert {"uid", "label", "score", "report"} <= set(payload["results"][0])
     image_path = tmp_path / "query.png"
     test[0]["image"].save(image_path)
-    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
-                          "--split", "test", "--image", str(image_path), "--mode", "cross-modal"], capsys)
+    code, out, err = run(["search", "--index", str(index_folder), "--model", str(workspace / "model"),
+                          "--image", str(image_path), "--text", test[0]["report"], "--filter", "label=abnormal",
+                          "--mode", "paper"], capsys)
     assert code == 0, err
-    assert "rank" in out and "SYNTHETIC" in out
+    assert "rank" in out and "SYNTHETIC" in out and "protocol: paper (study query vs fused_embeds)" in out
+    code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter", "label=normal",
+                          "-k", "50", "--json"], capsys)
+    hits = json.loads(out)["results"]
+    assert code == 0 and len(hits) == test["label"].count(0) and {h["label"] for h in hits} == {"normal"}
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")
-    code, out, err = run(["search", "--model", str(workspace / "model"), "--dataset", str(workspace / "data"),
-                          "--image", str(bad)], capsys)
-    assert code == 2 and "not a readable image" in err
+    code, out, err = run(["search", "--index", str(index_folder), "--image", str(bad)], capsys)
+    assert code == 2 and "not_an_image.png: unreadable image" in err  # open_image's message, naming the file
+    code, out, err = run(["search", "--index", str(index_folder), "--text", "x", "--filter", "label"], capsys)
+    assert code == 2 and "expected COLUMN=VALUE" in err
 
 
 def test_evaluate(workspace, capsys, tmp_path):
@@ -150,23 +171,26 @@ def test_demo_bad_input(capsys, tmp_path):
 
 def test_serve_bad_input(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
-        main(["serve", "--model", str(tmp_path), "--dataset", str(tmp_path / "nope")])
+        main(["serve", "--index", str(tmp_path / "nope")])
     assert exc.value.code == 2
-    code, out, err = run(["serve", "--model", str(tmp_path), "--dataset", str(tmp_path)], capsys)
+    code, out, err = run(["serve", "--index", str(tmp_path), "--model", str(tmp_path)], capsys)
     assert code == 2 and "not a saved cxr_mtclip model" in err
+    code, out, err = run(["serve", "--index", str(tmp_path), "--port", "70000"], capsys)
+    assert code == 2 and err.strip() == "cxr-mtclip serve: error: --port 70000 is not a TCP port (1-65535)"
 
 
-def test_serve_subcommand_answers_on_loopback(workspace, tmp_path):
+def test_serve_subcommand_answers_on_loopback(workspace, index_folder):
     import socket
     import time
     import urllib.request
+
+    from gradio_client import Client
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "cxr_mtclip.cli", "serve", "--model", str(workspace / "model"), "--dataset",
-         str(workspace / "data"), "--split", "test", "--port", str(port)],
+        [sys.executable, "-m", "cxr_mtclip.cli", "serve", "--index", str(index_folder), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -180,7 +204,9 @@ def test_serve_subcommand_answers_on_loopback(workspace, tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert page is not None, process.stdout.read() if process.poll() is not None else "server did not answer"
-        assert "search-form" in page and "SYNTHETIC" in page
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        *_, results = client.predict(None, "pleural effusion", "auto", 3, "any", [], api_name="/search")
+        assert results["protocol"] == "cross-modal" and len(results["hits"]) == 3 and "SYNTHETIC" in results["data"]
     finally:
         process.terminate()
         process.wait(timeout=30)

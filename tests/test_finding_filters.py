@@ -9,15 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-# The generic metadata filters (RetrievalIndex.search(filters=...), retrieval/app.py) are i17's; this test was
-# run against their branch merged onto this one (4 passed). Until they are in main it reports that it cannot run.
-pytest.importorskip("cxr_mtclip.retrieval.filters", reason="the metadata-filter API (i17) is not merged yet")
-
-from cxr_mtclip import CxrMtClipModel  # noqa: E402
-from cxr_mtclip.data import make_phantom_openi  # noqa: E402
-from cxr_mtclip.data.findings import FINDING_NAMES, finding_multi_hot  # noqa: E402
-from cxr_mtclip.retrieval import RetrievalIndex  # noqa: E402
-from cxr_mtclip.retrieval.embedding import embed_reports  # noqa: E402
+from cxr_mtclip import CxrMtClipModel
+from cxr_mtclip.data import make_phantom_openi
+from cxr_mtclip.data.findings import FINDING_NAMES, finding_multi_hot
+from cxr_mtclip.retrieval import RetrievalIndex
+from cxr_mtclip.retrieval.embedding import embed_reports
 
 
 @pytest.fixture(scope="module")

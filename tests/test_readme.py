@@ -23,6 +23,8 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     assert namespace["out"].loss.ndim == 0
     assert type(namespace["reloaded"]).__name__ == "CxrMtClipModel"
     assert len(namespace["scores"]) == 3
+    index = namespace["index"]  # the two-line search: an index folder loaded with its model
+    assert type(index).__name__ == "RetrievalIndex" and index.folder is not None and index.model is not None
 
 
 def test_readme_has_exactly_the_two_setup_commands():

@@ -411,25 +411,28 @@ def test_retrieval_index_save_and_load(tiny_model, tiny_processor, tiny_config, 
     rows = study_rows(9, no_image=(4,))
     retriever = RetrievalIndex.build(tiny_model, tiny_processor, rows, kind="hnsw", show_progress=False)
     assert sorted(retriever.index_names) == sorted(EMBEDDING_COLUMNS)
-    assert len(retriever.dataset) == 8  # the reports-only study is not indexed
+    # the reports-only study is in the text index only (image -> reports can find it), not in the other two
+    assert len(retriever.dataset) == 9
+    assert retriever.indexes["text_embeds"].index.ntotal == 9
+    assert retriever.indexes["image_embeds"].index.ntotal == retriever.indexes["fused_embeds"].index.ntotal == 8
     query = rows[2]["image"]
-    before = retriever.search_by_image(query, k=3, mode="cross-modal")
-    paths = retriever.save_indexes(tmp_path / "indexes")
-    assert sorted(p.name for p in paths) == sorted(f"{c}.faiss" for c in EMBEDDING_COLUMNS)
+    before = retriever.search_by_image(query, k=9, mode="cross-modal")
+    assert "CXR4" in before.examples["uid"]
+    assert "CXR4" not in retriever.search_by_text(rows[2]["report"], k=9).examples["uid"]
+    retriever.save(tmp_path / "index", show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "index" / "indexes").glob("*.faiss")) == sorted(
+        f"{c}.0001.faiss" for c in EMBEDDING_COLUMNS)
 
-    fresh = RetrievalIndex(tiny_model, tiny_processor,
-                           rows_with_embeddings(embed_dataset(tiny_model, tiny_processor, rows, show_progress=False)))
-    specs = fresh.load_indexes(tmp_path / "indexes")
-    assert {s.kind for s in specs} == {"hnsw"}
-    after = fresh.search_by_image(query, k=3, mode="cross-modal")
+    fresh = RetrievalIndex.load(tmp_path / "index", tiny_model, tiny_processor)
+    assert {meta["kind"] for meta in fresh.manifest.indexes.values()} == {"hnsw"}
+    after = fresh.search_by_image(query, k=9, mode="cross-modal")
     np.testing.assert_array_equal(after.scores, before.scores)
     assert after.examples["uid"] == before.examples["uid"]
 
     torch.manual_seed(1)
     other_model = CxrMtClipModel(tiny_config).eval()
-    other = RetrievalIndex(other_model, tiny_processor, fresh.dataset.remove_columns(FINGERPRINT_COLUMN))
-    with pytest.raises(ValueError, match="not of the given model"):
-        other.load_indexes(tmp_path / "indexes")
+    with pytest.raises(ValueError, match="not with this model"):
+        RetrievalIndex.load(tmp_path / "index", other_model, tiny_processor)
 
 
 # -- examples -------------------------------------------------------------------------------------
@@ -522,10 +525,11 @@ def test_real_openi_reports_only_rows_get_text_embeddings_only(openi_dir, tiny_m
     embedded = embed_dataset(tiny_model, tiny_processor, sample, show_progress=False)
     assert all(v is not None for v in embedded["text_embeds"])
     assert sum(v is not None for v in embedded["fused_embeds"]) == len(with_image) > 0
+    # the index keeps the reports-only rows in the text index and leaves them out of the image and fused ones
+    retriever = RetrievalIndex.build(tiny_model, tiny_processor, embedded, show_progress=False)
+    assert retriever.indexes["fused_embeds"].index.ntotal == retriever.indexes["image_embeds"].index.ntotal == len(with_image)
+    assert retriever.indexes["text_embeds"].index.ntotal == len(embedded)
     indexed = rows_with_embeddings(embedded, "image_embeds", "fused_embeds")
-    for column in EMBEDDING_COLUMNS:
-        build_index(indexed, column)
-    retriever = RetrievalIndex(tiny_model, tiny_processor, indexed)
     scores, examples = retriever.search_similar_studies(indexed[0]["image"], indexed[0]["report"], k=len(with_image))
     assert examples["uid"][0] == indexed[0]["uid"] and len(scores) == len(with_image)
 

@@ -211,79 +211,117 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from datasets import load_from_disk
+    from .retrieval import RetrievalIndex
 
-    from .retrieval import build_index, embedding_model_fingerprint, rows_with_embeddings, save_faiss_index
+    if (args.dataset is None) == (args.images is None):
+        raise CliError("give exactly one of --dataset SAVED_DATASET or --images ARCHIVE_FOLDER")
+    if args.out.exists() and not args.overwrite:
+        raise CliError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    model = processor = None
+    if args.model is not None:
+        model, processor = _load_model(args.model)
+    skipped: list[Any] = []
+    note = None
+    if args.images is not None:
+        from .data.archive import load_archive
 
-    embedded = load_from_disk(str(args.dataset))
-    if args.column not in embedded.column_names:
-        raise CliError(f"{args.dataset}: no column {args.column!r}; run `cxr-mtclip embed` first")
-    embedded = rows_with_embeddings(embedded, args.column)
-    build_index(embedded, args.column, args.kind)
-    fingerprint = embedding_model_fingerprint(embedded)
-    save_faiss_index(embedded, args.column, args.out, fingerprint=fingerprint)
-    print(f"{args.kind} index on {args.column} ({len(embedded)} rows) -> {args.out}")
+        archive = load_archive(args.images, strict=args.strict)
+        dataset, skipped = archive.dataset, archive.skipped
+        note = f"gallery: {len(dataset)} studies from the image archive {args.images.resolve().name}/ (provenance: your files)"
+        print(archive.summary())
+    else:
+        dataset = load_split(args.dataset, args.split)
+    if model is None and args.images is not None:
+        raise CliError("--images needs --model MODEL to embed the archive")
+    index = RetrievalIndex.build(
+        model, processor, dataset, kind=args.kind, index_columns=args.columns, store_images=not args.no_images,
+        batch_size=args.batch_size, model_id=_model_id(args.model), data_note=note,
+    )
+    index.save(args.out, overwrite=args.overwrite)
+    for item in skipped[:_SHOW_SKIPPED]:
+        print(f"skipped {item.path}: {item.reason}: {item.detail}")
+    if len(skipped) > _SHOW_SKIPPED:
+        print(f"... and {len(skipped) - _SHOW_SKIPPED} more skipped files")
+    kinds = ", ".join(f"{name} ({meta['kind']}, {meta['num_vectors']} vectors)" for name, meta in index.manifest.indexes.items())
+    print(f"index folder {args.out}: {len(index.rows)} rows; indexes: {kinds}; {index.manifest.data_note}")
     return 0
 
 
-def _retriever(model_dir: Path, dataset_dir: Path, split: str | None, kind: str = "flat") -> Any:
-    from .retrieval import RetrievalIndex
-
-    model, processor = load_saved_model(model_dir)
-    return RetrievalIndex.build(model, processor, load_split(dataset_dir, split), kind=kind)
+_SHOW_SKIPPED = 50
 
 
-def _hits(scores: Any, examples: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    labels = ["normal", "abnormal"]
-    out = []
-    for i, score in enumerate(scores):
-        label = examples["label"][i]
-        out.append({
-            "rank": i + 1,
-            "uid": str(examples["uid"][i]),
-            "label": labels[label] if isinstance(label, int) else str(label),
-            "score": round(float(score), 6),
-            "source": examples.get("source", ["?"] * len(scores))[i],
-            "report": examples["report"][i],
-        })
-    return out
+def _model_id(model: str | None) -> str | None:
+    """How the manifest names the model: a folder as its absolute path (so any working directory can load it)."""
+    if model is None:
+        return None
+    return str(Path(model).resolve()) if Path(model).is_dir() else str(model)
 
 
-def open_query_image(path: str | os.PathLike) -> Any:
-    """A query image through `open_image` (the opener every path shares); CliError naming the file otherwise."""
-    from .data.images import open_image
+def _load_model(model: str | os.PathLike) -> tuple[Any, Any]:
+    """A saved model folder, or a registered architecture / Hub id through `hub.load_model_and_processor`."""
+    if Path(model).is_dir():
+        return load_saved_model(model)
+    from .hub import load_model_and_processor
 
     try:
-        return open_image(path)
-    except ValueError as err:
-        reason = str(err).removeprefix(f"{path}: ")
-        raise CliError(f"{path}: not a readable image; expected PNG, JPEG, DICOM or another format PIL reads "
-                       f"({reason})") from err
+        return load_model_and_processor(str(model))
+    except OSError as err:
+        raise CliError(f"{model}: not a model folder, registered name or reachable Hub id ({str(err).splitlines()[0]})") from err
+
+
+def _open_index(folder: Path, model: str | None) -> Any:
+    """`RetrievalIndex.load` with the given model, or the one the manifest names; nothing is re-embedded."""
+    from .retrieval import RetrievalIndex
+    from .retrieval.store import MANIFEST_NAME, IndexManifest
+
+    if model is None:
+        manifest_path = folder / MANIFEST_NAME
+        model = IndexManifest.read(manifest_path).model_id if manifest_path.is_file() else None
+        if not model:
+            raise CliError(f"{folder}: the manifest names no model; pass --model MODEL")
+    loaded_model, processor = _load_model(model)
+    return RetrievalIndex.load(folder, loaded_model, processor)
+
+
+def _parse_filters(items: Sequence[str] | None) -> dict[str, Any]:
+    """``COLUMN=VALUE`` flags -> a filters mapping; a column given twice matches any of its values."""
+    filters: dict[str, list[str]] = {}
+    for item in items or []:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip() or not value.strip():
+            raise CliError(f"--filter {item!r}: expected COLUMN=VALUE, e.g. --filter label=abnormal")
+        filters.setdefault(column.strip(), []).append(value.strip())
+    return {column: values[0] if len(values) == 1 else values for column, values in filters.items()}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .data.schema import data_note
-
-    if (args.image is None) == (args.text is None):
-        raise CliError("give exactly one of --image PATH or --text REPORT")
-    retriever = _retriever(args.model, args.dataset, args.split)
-    if args.image is not None:
-        if not args.image.is_file():
-            raise CliError(f"{args.image}: no such file")
-        image = open_query_image(args.image)
-        scores, examples = retriever.search_by_image(image, k=args.k, mode=args.mode)
-    else:
-        scores, examples = retriever.search_by_text(args.text, k=args.k, mode=args.mode)
-    hits = _hits(scores, examples)
-    note = data_note(retriever.dataset)
+    if args.image is None and args.text is None:
+        raise CliError("give --image PATH, --text REPORT, or both")
+    if args.image is not None and not args.image.is_file():
+        raise CliError(f"{args.image}: no such file")
+    filters = _parse_filters(args.filter)
+    index = _open_index(args.index, args.model)
+    results = index.search(image=args.image, text=args.text, k=args.k, mode=args.mode, filters=filters,
+                           with_images=False)
+    note = index.manifest.data_note
     if args.json:
-        print(json.dumps({"data": note, "mode": args.mode, "results": hits}, indent=2))
-    else:
-        print(f"# {note}; mode: {args.mode}")
-        print(f"{'rank':>4}  {'uid':>8}  {'label':<9} {'score':>8}  report")
-        for hit in hits:
-            report = hit["report"] if len(hit["report"]) <= 90 else hit["report"][:87] + "..."
-            print(f"{hit['rank']:>4}  {hit['uid']:>8}  {hit['label']:<9} {hit['score']:>8.4f}  {report}")
+        print(json.dumps({
+            "data": note, "index": str(args.index), "protocol": results.mode, "mode": results.mode,
+            "query": results.query, "searched": results.index_name, "k": args.k, "filters": filters,
+            "truncated": results.truncated, "score": "cosine similarity (-1..1)", "results": results.records,
+        }, indent=2))
+        return 0
+    print(f"# {note}; protocol: {results.mode} ({results.query} query vs {results.index_name}); "
+          "score = cosine similarity")
+    if results.truncated:
+        print(f"# the report has {results.query_tokens} tokens; the model read only the first {results.max_tokens}")
+    print(f"{'rank':>4}  {'uid':>12}  {'label':<9} {'score':>8}  report")
+    for hit in results.records:
+        report = str(hit.get("report") or "")
+        report = report if len(report) <= 90 else report[:87] + "..."
+        print(f"{hit['rank']:>4}  {str(hit.get('uid', hit['row'])):>12}  {str(hit.get('label')):<9} {hit['score']:>8.4f}  {report}")
+    if len(results) < args.k:
+        print(f"# only {len(results)} rows match" + (f" the filters {filters}" if filters else ""))
     return 0
 
 
@@ -320,34 +358,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1  # the demo's own check: fine-tuned beats untrained on Accuracy@5 both ways
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .data.schema import data_note
-    from .retrieval.serve import SearchHit, make_server, thumbnail_png
+def check_port(host: str, port: int) -> None:
+    """CliError (one line) unless `host:port` can be listened on; standard library only, so it runs before gradio,
+    the model or the index is loaded."""
+    import errno
+    import socket
 
-    retriever = _retriever(args.model, args.dataset, args.split)
-    note = data_note(retriever.dataset)
-
-    def to_hits(result: Any) -> list[SearchHit]:
-        scores, examples = result
-        hits = []
-        for row in _hits(scores, examples):
-            index = row["rank"] - 1
-            image = examples["image"][index] if "image" in examples else None
-            hits.append(SearchHit(row["uid"], row["label"], row["score"], row["report"], thumbnail_png(image), row["source"]))
-        return hits
-
-    server = make_server(
-        lambda image, k, mode: to_hits(retriever.search_by_image(image, k=k, mode=mode)),
-        lambda text, k, mode: to_hits(retriever.search_by_text(text, k=k, mode=mode)),
-        data_note=note, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-    )
-    print(f"serving {len(retriever.dataset)} studies at {server.url} ({note}); Ctrl-C to stop", flush=True)
+    if not 0 < port < 65536:
+        raise CliError(f"--port {port} is not a TCP port (1-65535)")
     try:
-        server.serve_forever()
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise CliError(f"--host {host!r} is not an address of this machine ({err.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is not "busy"
+        try:
+            probe.bind(address)
+        except OSError as err:
+            why = "already in use" if err.errno == errno.EADDRINUSE else err.strerror
+            raise CliError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    check_port(args.host, args.port)  # before the app, the model or the index is loaded
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    index = _open_index(args.index, args.model)
+    from .retrieval.app import build_demo, launch_kwargs
+
+    demo = build_demo(index)
+    try:
+        demo.launch(**launch_kwargs(host=args.host, port=args.port, max_file_size=args.max_file_size),
+                    prevent_thread_lock=True)
+    except (OSError, OverflowError) as err:  # the port was taken while the index loaded
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {str(err).splitlines()[0]}") from None
+    print(f"serving {len(index.rows)} studies at {demo.local_url} ({index.manifest.data_note}); Ctrl-C to stop",
+          flush=True)
+    try:
+        demo.block_thread()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        demo.close()
     return 0
 
 
@@ -410,22 +465,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder for the embedded split (save_to_disk)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="embedding batch size")
 
-    p = add("index", cmd_index, "Build and save a FAISS index on an embedded dataset's column.")
-    p.add_argument("--dataset", required=True, type=_existing_dir, help="output of `cxr-mtclip embed`")
-    p.add_argument("--column", default="fused_embeds", choices=["fused_embeds", "image_embeds", "text_embeds"],
-                   help="embedding column to index")
-    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="FAISS index type")
-    p.add_argument("--out", required=True, type=Path, help="index file (a .json sidecar is written beside it)")
+    p = add("index", cmd_index, "Write an index folder (gallery rows, one FAISS index per embedding, manifest) once, "
+            "from a saved dataset or a folder of PNG/JPEG/DICOM images; `search` and `serve` read it.")
+    p.add_argument("--dataset", type=_existing_dir, help="a dataset saved with save_to_disk (raw, or `cxr-mtclip embed` output)")
+    p.add_argument("--split", default=None)
+    p.add_argument("--images", type=_existing_dir,
+                   help="an image archive: PNG/JPEG/DICOM files, optional metadata.csv/.jsonl (file_name, report, label, ...)")
+    p.add_argument("--model", default=None,
+                   help="saved model folder (or registered name / Hub id); optional when --dataset already holds embeddings")
+    p.add_argument("--out", required=True, type=Path, help="the index folder to write")
+    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    p.add_argument("--columns", nargs="+", default=["image_embeds", "text_embeds", "fused_embeds"],
+                   choices=["image_embeds", "text_embeds", "fused_embeds"], help="embedding columns to index")
+    p.add_argument("--no-images", action="store_true", help="leave the images out of the folder (no thumbnails)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--strict", action="store_true", help="--images: stop at the first file that would be skipped")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
 
-    p = add("search", cmd_search, "Top-k studies for an X-ray image or a report.")
-    p.add_argument("--model", required=True, type=_existing_dir, help="saved model folder (with its processor)")
-    p.add_argument("--dataset", required=True, type=_existing_dir, help="DatasetDict folder to search")
-    p.add_argument("--split", default=None, help="split to search (default: test, else the first)")
-    p.add_argument("--image", type=Path, help="query image: PNG, JPEG or DICOM")
-    p.add_argument("--text", help="query report text")
-    p.add_argument("--mode", default="paper", choices=["paper", "cross-modal"],
-                   help="query against the fused index (paper) or the other modality's")
-    p.add_argument("-k", type=_positive_int, default=5, help="number of results")
+    p = add("search", cmd_search, "Top-k studies for an X-ray image, a report, or both, from an index folder.")
+    p.add_argument("--index", required=True, type=_existing_dir, help="an index folder written by `cxr-mtclip index`")
+    p.add_argument("--model", default=None, help="the model the index was built with (default: the one its manifest names)")
+    p.add_argument("--image", type=Path, help="PNG, JPEG or DICOM file")
+    p.add_argument("--text", help="a report")
+    p.add_argument("--mode", default="cross-modal", choices=["cross-modal", "paper"],
+                   help="cross-modal (default): image -> reports, report -> images; paper: against whole studies")
+    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
+                   help="only rows with this value, e.g. label=abnormal or view=PA (repeat a column for any of several)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     add("evaluate", cmd_evaluate, "Embed, index and compute every metric for each model (the flags of "
@@ -443,13 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch CPU threads (one is fastest for the demo's tiny model on a shared CPU)")
 
-    p = add("serve", cmd_serve, "A search web page over a saved model and dataset (binds 127.0.0.1).")
-    p.add_argument("--model", required=True, type=_existing_dir, help="saved model folder (with its processor)")
-    p.add_argument("--dataset", required=True, type=_existing_dir, help="DatasetDict folder to search")
-    p.add_argument("--split", default=None, help="split to search (default: test, else the first)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=7860, help="port to listen on")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, in MB")
+    p = add("serve", cmd_serve, "The search app (Gradio) over an index folder; binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--index", required=True, type=_existing_dir, help="an index folder written by `cxr-mtclip index`")
+    p.add_argument("--model", default=None, help="the model the index was built with (default: the one its manifest names)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-file-size", default="10mb", help="largest upload, e.g. 10mb or 500kb (refused above it)")
     return parser
 
 

@@ -2,6 +2,12 @@
 
 Every embedding is float32 and L2-normalised; a row lacking a modality gets None in the columns that need it.
 `model_fingerprint` ties a column (and any index built on it) to the exact weights that produced it.
+
+Precision: gallery (`embed_dataset`) and query (`embed_images`, `embed_reports`) embeddings follow one rule,
+`resolve_precision`: ``"auto"`` runs float32 weights under bf16 autocast on CUDA and in float32 elsewhere;
+``"float32"`` / ``"bfloat16"`` force one. An index folder records the precision of its gallery and embeds its
+queries with the same one. bf16 autocast and float32 agree to a cosine of at least 0.999 per embedding on the
+tiny test model (tests/test_index_folder.py::test_float32_and_bf16_autocast_embeddings_agree).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..utils import eval_mode, positive_int, unwrap_model
 __all__ = [
     "EMBEDDING_COLUMNS",
     "FINDING_LOGITS_COLUMN",
+    "EMBEDDING_PRECISIONS",
     "FINGERPRINT_COLUMN",
     "LOGITS_COLUMN",
     "embed_dataset",
@@ -36,7 +43,10 @@ __all__ = [
     "embed_studies",
     "embedding_model_fingerprint",
     "model_fingerprint",
+    "embedding_autocast",
     "present_mask",
+    "report_token_count",
+    "resolve_precision",
     "rows_with_embeddings",
 ]
 
@@ -53,6 +63,52 @@ _VOLATILE_CONFIG_KEYS = (
     "output_attentions", "output_hidden_states", "return_dict", "use_return_dict", "use_cache",
 )
 _HASH_BLOCK_ROWS = 16384
+EMBEDDING_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+# -- precision -----------------------------------------------------------------------------------
+
+
+def resolve_precision(device: torch.device | str, dtype: torch.dtype = torch.float32, precision: str = "auto") -> str:
+    """The precision embeddings are computed in: ``"bfloat16"`` or the weights' dtype name (``"float32"``...).
+
+    ``"auto"``: bf16 autocast for float32 weights on CUDA, the weights' own dtype otherwise (CPU stays float32).
+
+    Example:
+        >>> resolve_precision("cpu"), resolve_precision("cuda")
+        ('float32', 'bfloat16')
+    """
+    if precision not in EMBEDDING_PRECISIONS:
+        raise ValueError(f"precision must be one of {EMBEDDING_PRECISIONS}, got {precision!r}")
+    device_type = torch.device(device).type
+    if precision == "auto":
+        return "bfloat16" if device_type == "cuda" and dtype == torch.float32 else str(dtype).removeprefix("torch.")
+    if precision == "float32" and dtype != torch.float32:
+        raise ValueError(f"precision='float32' but the model's weights are {dtype}; cast the model with .float()")
+    return precision
+
+
+def embedding_autocast(device: torch.device | str, dtype: torch.dtype = torch.float32, precision: str = "auto") -> Any:
+    """The autocast context of `resolve_precision` (bf16 autocast on float32 weights, else no autocast).
+
+    Used by `embed_dataset` for the gallery and by `embed_images` / `embed_reports` for queries, so both
+    sides of a search are computed alike.
+    """
+    device = torch.device(device)
+    if resolve_precision(device, dtype, precision) == "bfloat16" and dtype == torch.float32:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def report_token_count(processor: Any, report: str) -> int:
+    """Tokens of a report as the model's tokenizer counts them (cleaned, with [CLS]/[SEP]), before truncation.
+
+    A report longer than ``processor.max_length`` tokens is cut there when embedded.
+    """
+    from ..processing_cxr_mtclip import clean_report
+
+    text = clean_report(report, getattr(processor, "clean", "whitespace"))
+    return len(processor.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
 
 
 # -- fingerprints ------------------------------------------------------------------------------
@@ -104,8 +160,12 @@ def embedding_model_fingerprint(dataset: Dataset) -> str | None:
 
 
 @torch.inference_mode()
-def embed_images(model: torch.nn.Module, processor: Any, images: Image.Image | Sequence[Image.Image]) -> np.ndarray:
+def embed_images(
+    model: torch.nn.Module, processor: Any, images: Image.Image | Sequence[Image.Image], *, precision: str = "auto"
+) -> np.ndarray:
     """L2-normalised float32 image embeddings, shape (n, embed_dim); one image gives (1, embed_dim).
+
+    `precision` follows `resolve_precision` (the rule `embed_dataset` applies to the gallery).
 
     Example:
         >>> embed_images(model, processor, [image]).shape  # doctest: +SKIP
@@ -113,18 +173,21 @@ def embed_images(model: torch.nn.Module, processor: Any, images: Image.Image | S
     """
     core = unwrap_model(model, "get_image_features", "get_text_features")
     batch = [images] if isinstance(images, Image.Image) else list(images)
-    pixel_values = processor(images=batch)["pixel_values"].to(_model_device(core), _model_dtype(core))
-    with eval_mode(core):
+    device, dtype = _model_device(core), _model_dtype(core)
+    pixel_values = processor(images=batch)["pixel_values"].to(device, dtype)
+    with eval_mode(core), embedding_autocast(device, dtype, precision):
         features = core.get_image_features(pixel_values, normalize=False)
     return F.normalize(features.float(), dim=-1).cpu().numpy()
 
 
 @torch.inference_mode()
-def embed_reports(model: torch.nn.Module, processor: Any, reports: str | Sequence[str]) -> np.ndarray:
-    """L2-normalised float32 report embeddings, shape (n, embed_dim)."""
+def embed_reports(
+    model: torch.nn.Module, processor: Any, reports: str | Sequence[str], *, precision: str = "auto"
+) -> np.ndarray:
+    """L2-normalised float32 report embeddings, shape (n, embed_dim); `precision` as in `embed_images`."""
     core = unwrap_model(model, "get_image_features", "get_text_features")
     encoded = processor(text=reports)
-    with eval_mode(core):
+    with eval_mode(core), embedding_autocast(_model_device(core), _model_dtype(core), precision):
         features = core.get_text_features(
             encoded["input_ids"].to(_model_device(core)), encoded["attention_mask"].to(_model_device(core)),
             normalize=False,
@@ -137,10 +200,12 @@ def embed_studies(
     processor: Any,
     images: Image.Image | Sequence[Image.Image],
     reports: str | Sequence[str],
+    *,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Fused (image + report) study embeddings, shape (n, embed_dim): what the fused index holds."""
-    image = torch.from_numpy(embed_images(model, processor, images))
-    text = torch.from_numpy(embed_reports(model, processor, reports))
+    image = torch.from_numpy(embed_images(model, processor, images, precision=precision))
+    text = torch.from_numpy(embed_reports(model, processor, reports, precision=precision))
     if image.shape[0] != text.shape[0]:
         raise ValueError(f"got {image.shape[0]} image(s) but {text.shape[0]} report(s); expected one report per image")
     return fuse_embeddings(image, text).numpy()
@@ -159,6 +224,7 @@ def embed_dataset(
     device: str | torch.device | None = None,
     show_progress: bool = True,
     num_workers: int = 0,
+    precision: str = "auto",
 ) -> Dataset:
     """Return `dataset` with float32 L2-normalised embedding columns and the model's fingerprint column.
 
@@ -171,7 +237,9 @@ def embed_dataset(
         device: where to run the model (it is moved there); default the accelerator's device, else
             the model's.
         num_workers: DataLoader workers that decode and preprocess batches ahead of the model
-            (pinned memory on CUDA, where the towers also run under bf16 autocast).
+            (pinned memory on CUDA).
+        precision: `resolve_precision`'s rule (default: bf16 autocast on CUDA, float32 on CPU); queries
+            embedded with `embed_images` / `embed_reports` follow the same rule.
 
     Missing modalities: a row whose image is None (a reports-only study) gets None in
     ``image_embeds``, ``fused_embeds`` and ``logits``; a row whose report is None or blank gets
@@ -219,12 +287,12 @@ def embed_dataset(
             rank = int(accelerator.process_index)
             shard = view.shard(num_shards=num_processes, index=rank, contiguous=True)
             local = _embed_rows(core, processor, shard, image_column if has_images else None, text_column,
-                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers,
+                                batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers, precision,
                                 FINDING_LOGITS_COLUMN in wanted)
             arrays = _gather_shards(local, num_processes, len(dataset))
         else:
             arrays = _embed_rows(core, processor, view, image_column if has_images else None, text_column,
-                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers,
+                                 batch_size, LOGITS_COLUMN in wanted, show_progress and is_main, num_workers, precision,
                                  FINDING_LOGITS_COLUMN in wanted)
 
     fingerprint = model_fingerprint(core)
@@ -291,12 +359,13 @@ def _embed_rows(
     want_logits: bool,
     show_progress: bool,
     num_workers: int = 0,
+    precision: str = "auto",
     want_finding_logits: bool = False,
 ) -> dict[str, np.ndarray]:
     """Raw per-row float32 arrays (NaN rows where a modality is missing) for one process's rows.
 
     Decoding and preprocessing run in `num_workers` DataLoader workers (pinned memory on CUDA) while the
-    model embeds the previous batch; on CUDA the towers run under bf16 autocast.
+    model embeds the previous batch; the towers run under `embedding_autocast(precision)`.
     """
     n = len(view)
     dim = int(core.config.embed_dim)
@@ -309,8 +378,7 @@ def _embed_rows(
         _PreparedBatches(view, processor, image_column, text_column, batch_size), batch_size=None,
         num_workers=num_workers, pin_memory=device.type == "cuda",
     )
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.float32
-                else contextlib.nullcontext())
+    autocast = embedding_autocast(device, dtype, precision)
     for batch in tqdm(loader, desc="Embedding", unit="batch", disable=not show_progress or n == 0):
         start, image_rows, text_rows = batch["start"], batch["image_rows"], batch["text_rows"]
         with torch.inference_mode(), autocast:

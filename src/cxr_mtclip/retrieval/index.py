@@ -1,8 +1,10 @@
 """FAISS indexes on embedding columns through `datasets` (flat, IVF, HNSW), saved with a checked JSON sidecar.
 
-Every index uses the inner product on L2-normalised float32 vectors, so scores are cosine similarities. A saved
-index records the model fingerprint, the column's sha256 and its shape; `load_faiss_index` refuses an index that
-belongs to other data or another model, naming the file.
+Every index uses the inner product on L2-normalised float32 vectors, so scores are cosine similarities: vectors
+whose L2 norm is not 1 (within `UNIT_NORM_TOLERANCE`) are refused (`check_unit_norm`), never silently
+normalised, because the embeddings would then no longer be what the model produced. A saved index records the
+model fingerprint, the column's sha256 and its shape; `load_faiss_index` refuses an index that belongs to other
+data or another model, naming the file.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ from .embedding import FINGERPRINT_COLUMN, _HASH_BLOCK_ROWS, embedding_model_fin
 __all__ = [
     "INDEX_KINDS",
     "SIDECAR_FORMAT",
+    "UNIT_NORM_TOLERANCE",
     "IndexSpec",
     "build_index",
+    "check_unit_norm",
+    "column_blocks",
     "default_nlist",
     "default_nprobe",
+    "describe_faiss",
     "describe_index",
     "load_faiss_index",
     "save_faiss_index",
@@ -39,6 +45,56 @@ __all__ = [
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 SIDECAR_FORMAT = "cxr_mtclip.faiss_index/1"
+UNIT_NORM_TOLERANCE = 1e-3
+"""Largest accepted | ||v|| - 1 | of an indexed or query vector (float32 normalisation leaves ~1e-7)."""
+_BLOCK_ROWS = 65536
+
+
+def check_unit_norm(vectors: np.ndarray, what: str = "vectors", *, first_row: int = 0) -> None:
+    """Raise ValueError if any row of `vectors` (n, d) is not L2-normalised within `UNIT_NORM_TOLERANCE`.
+
+    Inner-product scores are cosine similarities only for unit vectors; a vector of norm 30 would outrank
+    every real match. The message names `what`, the first offending rows and the range of norms.
+
+    Example:
+        >>> check_unit_norm(np.eye(3, dtype=np.float32))
+    """
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None]
+    if not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))[:5] + first_row
+        raise ValueError(f"{what}: NaN or infinite values in row(s) {bad.tolist()}")
+    norms = np.sqrt(np.einsum("ij,ij->i", array, array))  # float32: ~1e-6 relative error, far below the tolerance
+    off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
+    if off.any():
+        rows = (np.flatnonzero(off)[:5] + first_row).tolist()
+        raise ValueError(
+            f"{what}: {int(off.sum())} vector(s) are not unit length (L2 norms {norms[off].min():.4g}..{norms[off].max():.4g}, "
+            f"first at row(s) {rows}); inner-product scores are cosines only for L2-normalised vectors: embed with "
+            "embed_dataset, or normalise them (x / np.linalg.norm(x, axis=1, keepdims=True)) before indexing"
+        )
+
+
+def column_blocks(dataset: Dataset, column: str, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first row, present mask, float32 vectors of the present rows) per block of an embedding column.
+
+    Reads the Arrow data without copying when it can (memory-mapped, no Python objects), so a 1M-row column
+    streams at disk speed. Null rows (a study without that modality) are absent from the vectors.
+    """
+    import pyarrow as pa
+
+    dimension = _column_dimension(dataset, column)
+    start = 0
+    for table in dataset.with_format("arrow", columns=[column]).iter(batch_size=block_rows):
+        array = table.column(column).combine_chunks()
+        present = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        values = array.flatten()  # FixedSizeList: honours slicing, drops null entries
+        if not pa.types.is_float32(values.type):
+            values = values.cast(pa.float32())
+        vectors = values.to_numpy(zero_copy_only=False).reshape(-1, dimension)
+        yield start, present, vectors
+        start += len(array)
 
 
 def _column_digest(dataset: Dataset, column: str) -> str:
@@ -110,6 +166,8 @@ def build_index(
             than one raw `add` in benchmarks/bench_faiss.py).
         show_progress: False hides the progress bars `datasets` draws while adding vectors.
 
+    Raises ValueError when the column has None rows or vectors that are not unit length (`check_unit_norm`).
+
     Example:
         >>> build_index(embedded, "fused_embeds", "hnsw", ef_search=64)  # doctest: +SKIP
         >>> scores, examples = embedded.get_nearest_examples("fused_embeds", query, k=5)  # doctest: +SKIP
@@ -125,6 +183,8 @@ def build_index(
             f"column '{column}' is None on {nulls} of {len(dataset)} rows (studies without that modality); "
             f"index only rows that have it: rows_with_embeddings(dataset, '{column}')"
         )
+    for start, _, vectors in column_blocks(dataset, column):
+        check_unit_norm(vectors, f"column '{column}'", first_row=start)
     n = len(dataset)
     name = index_name or column
     faiss_device = _resolve_faiss_device(kind, device)
@@ -190,9 +250,13 @@ def set_search_params(
 
 def describe_index(dataset: Dataset, index_name: str) -> IndexSpec:
     """Kind, dimension, size, metric and search parameters of an index attached to `dataset`."""
+    return describe_faiss(_faiss_index(dataset, index_name))
+
+
+def describe_faiss(index: Any) -> IndexSpec:
+    """Kind (flat / ivf / hnsw), dimension, size, metric and search parameters of a faiss index."""
     import faiss
 
-    index = _faiss_index(dataset, index_name)
     on_gpu = type(index).__name__.startswith("Gpu")
     cpu_index = faiss.index_gpu_to_cpu(index) if on_gpu else index
     metric = {faiss.METRIC_INNER_PRODUCT: "inner_product", faiss.METRIC_L2: "l2"}.get(cpu_index.metric_type, str(cpu_index.metric_type))

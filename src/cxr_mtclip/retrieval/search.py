@@ -1,14 +1,17 @@
-"""Image / report / study search over the indexes of an embedded dataset, and `RetrievalIndex` that holds them.
+"""Image / report / study search over the indexes attached to an embedded `datasets.Dataset`.
 
-Two search modes, both over indexes attached to a `datasets.Dataset` with `add_faiss_index`:
+Two search modes (`SEARCH_MODES`); interactive search defaults to ``"cross-modal"``:
 
+* ``"cross-modal"`` (default): an image query is ranked against the ``text_embeds`` index (find the reports
+  for an X-ray) and a report query against the ``image_embeds`` index (find the X-rays for a report).
 * ``"paper"`` (the paper's Algorithm 2): the query embedding, image or report, is ranked against the
   one index of ``fused_embeds`` (the normalised mean of each study's image and report embeddings).
   An image query is then half of its own study's fused vector, so its own study scores
-  ``sqrt((1 + cos(image, report)) / 2)``, never less than the pair's cross-modal cosine: numbers in this mode
-  overstate cross-modal retrieval (`cxr_mtclip.evaluation.evaluate` measures by how much).
-* ``"cross-modal"``: an image query is ranked against the ``text_embeds`` index (find the reports
-  for an X-ray) and a report query against the ``image_embeds`` index (find the X-rays for a report).
+  ``sqrt((1 + cos(image, report)) / 2)``, never less than the pair's cross-modal cosine, whatever the model
+  learned: numbers in this mode overstate cross-modal retrieval (`cxr_mtclip.evaluation.evaluate` measures by
+  how much).
+
+`RetrievalIndex` (`retrieval_index.py`) does the same over an index folder built once and loaded anywhere.
 
 `search_similar_studies` ranks a fused (image + report) query against the fused index in both modes.
 Results are `datasets`' ``(scores, examples)``; scores are cosine similarities.
@@ -16,9 +19,7 @@ Results are `datasets`' ``(scores, examples)``; scores are cosine similarities.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -28,21 +29,11 @@ from datasets.search import BatchedNearestExamplesResults, NearestExamplesResult
 from PIL import Image
 
 from ..utils import positive_int
-from .embedding import (
-    EMBEDDING_COLUMNS,
-    embed_dataset,
-    embed_images,
-    embed_reports,
-    embed_studies,
-    embedding_model_fingerprint,
-    model_fingerprint,
-    rows_with_embeddings,
-)
-from .index import IndexSpec, _faiss_index, build_index, load_faiss_index, save_faiss_index
+from .embedding import embed_images, embed_reports, embed_studies
+from .index import _faiss_index
 
 __all__ = [
     "SEARCH_MODES",
-    "RetrievalIndex",
     "index_name_for",
     "search_by_image",
     "search_by_text",
@@ -50,14 +41,15 @@ __all__ = [
     "search_similar_studies",
 ]
 
-SearchMode = Literal["paper", "cross-modal"]
-SEARCH_MODES = ("paper", "cross-modal")
+SearchMode = Literal["cross-modal", "paper"]
+SEARCH_MODES = ("cross-modal", "paper")
+"""Search protocols, the default first: interactive search is cross-modal; the paper's protocol is opt-in."""
 
 
 # -- search --------------------------------------------------------------------------------------
 
 
-def index_name_for(query: Literal["image", "text", "study"], mode: SearchMode = "paper") -> str:
+def index_name_for(query: Literal["image", "text", "study"], mode: SearchMode = "cross-modal") -> str:
     """The default index a query modality searches in a mode (index names default to column names).
 
     Example:
@@ -108,7 +100,7 @@ def search_by_image(
     image: Image.Image | Sequence[Image.Image],
     k: int = 5,
     *,
-    mode: SearchMode = "paper",
+    mode: SearchMode = "cross-modal",
     index_name: str | None = None,
 ) -> NearestExamplesResults | BatchedNearestExamplesResults:
     """Studies for an X-ray: the image embedding vs ``fused_embeds`` (paper) or ``text_embeds`` (cross-modal).
@@ -132,7 +124,7 @@ def search_by_text(
     report: str | Sequence[str],
     k: int = 5,
     *,
-    mode: SearchMode = "paper",
+    mode: SearchMode = "cross-modal",
     index_name: str | None = None,
 ) -> NearestExamplesResults | BatchedNearestExamplesResults:
     """Studies for a report: the report embedding vs ``fused_embeds`` (paper) or ``image_embeds`` (cross-modal).
@@ -167,94 +159,6 @@ def search_similar_studies(
         raise ValueError("pass one image with one report, or a list of images with a list of reports")
     embeds = embed_studies(model, processor, image, report)
     return search_embeddings(dataset, index_name, embeds[0] if single else embeds, k)
-
-
-class RetrievalIndex:
-    """A model, its processor and an embedded dataset with its indexes: the three searches as methods.
-
-    Example:
-        >>> retriever = RetrievalIndex.build(model, processor, splits["test"], kind="hnsw")  # doctest: +SKIP
-        >>> scores, examples = retriever.search_by_image(image, k=5, mode="cross-modal")  # doctest: +SKIP
-        >>> retriever.save_indexes("indexes/")  # doctest: +SKIP
-    """
-
-    def __init__(self, model: torch.nn.Module, processor: Any, dataset: Dataset) -> None:
-        self.model = model
-        self.processor = processor
-        self.dataset = dataset
-
-    @classmethod
-    def build(
-        cls,
-        model: torch.nn.Module,
-        processor: Any,
-        dataset: Dataset,
-        *,
-        kind: Literal["flat", "ivf", "hnsw"] = "flat",
-        index_columns: Sequence[str] = EMBEDDING_COLUMNS,
-        batch_size: int = 32,
-        show_progress: bool = True,
-        **index_kwargs: Any,
-    ) -> "RetrievalIndex":
-        """Embed `dataset` (unless it already holds this model's embeddings) and index `index_columns`.
-
-        Rows lacking any of the indexed columns (reports-only studies) are left out of the index.
-        """
-        fingerprint = model_fingerprint(model)
-        needed = [c for c in EMBEDDING_COLUMNS if c in index_columns]
-        if not needed:
-            raise ValueError(f"index_columns={list(index_columns)!r}: expected some of {list(EMBEDDING_COLUMNS)}")
-        embedded = (
-            dataset
-            if all(c in dataset.column_names for c in needed) and embedding_model_fingerprint(dataset) == fingerprint
-            else embed_dataset(model, processor, dataset, batch_size=batch_size, show_progress=show_progress)
-        )
-        absent = [c for c in needed if c not in embedded.column_names]
-        if absent:
-            raise ValueError(f"cannot index {absent}: the dataset has no rows with that modality (reports-only?)")
-        embedded = rows_with_embeddings(embedded, *needed)
-        retriever = cls(model, processor, embedded)
-        for column in needed:
-            build_index(embedded, column, kind, show_progress=show_progress, **index_kwargs)
-        return retriever
-
-    @property
-    def index_names(self) -> list[str]:
-        return self.dataset.list_indexes()
-
-    def search_by_image(self, image: Any, k: int = 5, *, mode: SearchMode = "paper") -> Any:
-        """See `search_by_image`."""
-        return search_by_image(self.model, self.processor, self.dataset, image, k, mode=mode)
-
-    def search_by_text(self, report: Any, k: int = 5, *, mode: SearchMode = "paper") -> Any:
-        """See `search_by_text`."""
-        return search_by_text(self.model, self.processor, self.dataset, report, k, mode=mode)
-
-    def search_similar_studies(self, image: Any, report: Any, k: int = 5) -> Any:
-        """See `search_similar_studies`."""
-        return search_similar_studies(self.model, self.processor, self.dataset, image, report, k)
-
-    def save_indexes(self, folder: str | os.PathLike) -> list[Path]:
-        """Save every attached index as ``<folder>/<index name>.faiss`` plus its sidecar; returns the index paths."""
-        folder = Path(folder)
-        fingerprint = model_fingerprint(self.model)
-        paths = []
-        for name in self.index_names:
-            path = folder / f"{name}.faiss"
-            save_faiss_index(self.dataset, name, path, fingerprint=fingerprint)
-            paths.append(path)
-        return paths
-
-    def load_indexes(self, folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[IndexSpec]:
-        """Attach the indexes saved by `save_indexes`, checked against this model's fingerprint."""
-        folder = Path(folder)
-        if names is None:
-            names = sorted(p.name[: -len(".faiss")] for p in folder.glob("*.faiss"))
-        names = list(names)
-        if not names:
-            raise FileNotFoundError(f"{folder}: no *.faiss index files")
-        fingerprint = model_fingerprint(self.model)
-        return [load_faiss_index(self.dataset, name, folder / f"{name}.faiss", fingerprint=fingerprint) for name in names]
 
 
 def _require_index(dataset: Dataset, index_name: str, query: str, mode: str) -> None:
