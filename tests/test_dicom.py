@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pydicom
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402

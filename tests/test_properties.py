@@ -237,7 +237,6 @@ def test_shared_reports_csv_reader(data):
 # DICOM headers and pixels
 # ------------------------------------------------------------------------------------------------
 
-import pydicom
 
 
 def check_dicom(data: bytes) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor
+from cxr_mtclip import CxrMtClipModel, CxrMtClipProcessor
 from cxr_mtclip.atomic import atomic_update_directory
 from cxr_mtclip.data import load_openi, read_image_file
 from cxr_mtclip.retrieval.app import UserInputError, decode_upload
