@@ -203,7 +203,8 @@ def search(client, file=None, report="", mode="auto", k=5, label="any", view=())
 def test_api_is_named_and_documented(client):
     info = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in info["named_endpoints"]["/search"]["parameters"]]
-    assert params == ["file_path", "report", "mode", "k", "label", "view"]  # one filter box: the view column
+    # one filter box per list/metadata column the gallery offers: view, and the findings (phantoms carry them)
+    assert params == ["file_path", "report", "mode", "k", "label", "view", "finding_labels"]
     assert len(info["unnamed_endpoints"]) == 0  # the upload preview is private
 
 

@@ -140,8 +140,8 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["search", "--model", ".", "--dataset", ".", "--text", "x", "--k", "3"], "unrecognized argument --k: did you mean -k?"),
-    (["search", "--modle", ".", "--dataset", ".", "--text", "x"], "unrecognized argument --modle: did you mean --model?"),
+    (["search", "--model", ".", "--index", ".", "--text", "x", "--k", "3"], "unrecognized argument --k: did you mean -k?"),
+    (["search", "--modle", ".", "--index", ".", "--text", "x"], "unrecognized argument --modle: did you mean --model?"),
     (["embed", "--model", ".", "--dataset", ".", "--out", "x", "--batch_size", "4"],
      "unrecognized argument --batch_size: did you mean --batch-size?"),
     (["evaluate", "--dataset", ".", "--model", "a=b", "--output_dir", "x"],

@@ -5,6 +5,10 @@ import only the standard library), flags with help text and their default, and c
 misspelt flag. Bad arguments, missing files and a failed check end with exit code 2 and one line naming the problem
 and the fix; each subcommand checks its inputs before it loads a model or starts work. Warnings print once each,
 as ``warning: <message>``, without Python's source line.
+
+Why one module: every subcommand's flags and its thin body (checks, then one call into the library) sit together,
+so ``--help`` reads one light file and a reader finds a command's flags beside what they do; the work itself lives
+in data/, recipes/, retrieval/ and evaluation/.
 """
 
 from __future__ import annotations
@@ -468,17 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("index", cmd_index, "Write an index folder (gallery rows, one FAISS index per embedding, manifest) once, "
             "from a saved dataset or a folder of PNG/JPEG/DICOM images; `search` and `serve` read it.")
     p.add_argument("--dataset", type=_existing_dir, help="a dataset saved with save_to_disk (raw, or `cxr-mtclip embed` output)")
-    p.add_argument("--split", default=None)
+    p.add_argument("--split", default=None, help="--dataset: the split to index (default: test, else the first)")
     p.add_argument("--images", type=_existing_dir,
                    help="an image archive: PNG/JPEG/DICOM files, optional metadata.csv/.jsonl (file_name, report, label, ...)")
     p.add_argument("--model", default=None,
                    help="saved model folder (or registered name / Hub id); optional when --dataset already holds embeddings")
     p.add_argument("--out", required=True, type=Path, help="the index folder to write")
-    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
+                   help="FAISS index type: exact, or approximate for large galleries")
     p.add_argument("--columns", nargs="+", default=["image_embeds", "text_embeds", "fused_embeds"],
                    choices=["image_embeds", "text_embeds", "fused_embeds"], help="embedding columns to index")
     p.add_argument("--no-images", action="store_true", help="leave the images out of the folder (no thumbnails)")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="embedding batch size")
     p.add_argument("--strict", action="store_true", help="--images: stop at the first file that would be skipped")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
 
@@ -489,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="a report")
     p.add_argument("--mode", default="cross-modal", choices=["cross-modal", "paper"],
                    help="cross-modal (default): image -> reports, report -> images; paper: against whole studies")
-    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("-k", type=_positive_int, default=5, help="number of results")
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
                    help="only rows with this value, e.g. label=abnormal or view=PA (repeat a column for any of several)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -512,8 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "The search app (Gradio) over an index folder; binds 127.0.0.1 unless --host says otherwise.")
     p.add_argument("--index", required=True, type=_existing_dir, help="an index folder written by `cxr-mtclip index`")
     p.add_argument("--model", default=None, help="the model the index was built with (default: the one its manifest names)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the app to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
     p.add_argument("--max-file-size", default="10mb", help="largest upload, e.g. 10mb or 500kb (refused above it)")
     return parser
 
