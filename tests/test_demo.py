@@ -42,7 +42,7 @@ def test_demo_default_run_beats_untrained_and_labels_everything_synthetic(tmp_pa
     card = ModelCard.load(out / "fine-tuned" / "README.md")
     fine_tuned = results["models"]["fine-tuned"]["metrics"]["cross-modal"]
     indexed = {entry.metric_name: entry.metric_value for entry in card.data.eval_results}
-    assert indexed["image_to_text/accuracy@5"] == pytest.approx(fine_tuned["image_to_text/accuracy@5"])
+    assert indexed["cross-modal/image_to_text/accuracy@5"] == pytest.approx(fine_tuned["image_to_text/accuracy@5"])
     assert card.data.license == "mit" and "synthetic-data" in card.data.tags
     assert "synthetic phantom images only" in card.text and "Not a medical device" in card.text
 

@@ -304,7 +304,7 @@ def test_cxr_mtclip_trainer_trains_and_evaluates_from_prepared_caches(tmp_path, 
     with torch.no_grad():
         expected = model(**batch).loss.item()
     assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-3)
-    assert "eval_image_to_text/accuracy@1" in metrics
+    assert "eval_cross-modal/image_to_text/accuracy@1" in metrics
     # reusing the folder loads the caches (a second build would rewrite them)
     stamp = (tmp_path / "cache" / "train" / fc.MANIFEST_NAME).stat().st_mtime_ns
     again = prepare_cached_training(model, tiny_processor, train, tmp_path / "cache", eval_dataset=validation)

@@ -202,9 +202,9 @@ def test_trainer_logs_the_multi_label_terms_and_evaluates_findings(finding_phant
     final = next(e for e in trainer.state.log_history if "train_loss" in e)
     assert "train_finding_bce_loss" in final and "train_multilabel_supcon_loss" in final
     metrics = trainer.evaluate()
-    for key in ("eval_image_to_text/finding_precision@1/macro", "eval_text_to_image/finding_hit_rate@5/micro",
-                "eval_image_to_text/finding_jaccard@5", "eval_classification/finding_roc_auc/macro",
-                "eval_finding_bce_loss", "eval_multilabel_supcon_loss", "eval_image_to_text/accuracy@1"):
+    for key in ("eval_cross-modal/image_to_text/finding_precision@1/macro", "eval_cross-modal/text_to_image/finding_hit_rate@5/micro",
+                "eval_cross-modal/image_to_text/finding_jaccard@5", "eval_classification/finding_roc_auc/macro",
+                "eval_finding_bce_loss", "eval_multilabel_supcon_loss", "eval_cross-modal/image_to_text/accuracy@1"):
         assert key in metrics, key
     assert not any(key.endswith("/cardiomegaly") for key in metrics)  # per-finding values stay out of the logs
 

@@ -333,7 +333,7 @@ def test_an_empty_validation_split_trains_with_a_warning_and_a_summary(tmp_path,
                               "--logging_steps", "1", "--output_dir", str(run_dir)], capsys)
     assert code == 0, err
     assert "Training finished" in out and f"Saved in {run_dir}" in out and "metric" in out and "test" in out
-    assert re.search(r"image->text Accuracy@1\s+\d", out)
+    assert re.search(r"image->text Accuracy@1 \(cross-modal\)\s+\d", out)
     assert "{'loss'" not in out + err  # one line per log, not transformers' dicts
     checkpoint = run_dir / "checkpoint-2"
     saved = json.loads((checkpoint / "trainable_parameters.json").read_text())["trainable_parameters"]

@@ -374,12 +374,12 @@ def test_paper_compatible_keys_reach_the_model_index():
     image, text = rng.normal(size=(12, 8)), rng.normal(size=(12, 8))
     metrics = compute_retrieval_metrics(EvalPrediction(predictions=(rng.normal(size=12), image, text),
                                                        label_ids=np.arange(12) % 2))
-    for key in ("image_to_text/label_hit_rate@5", "text_to_image/f1@1", "image_to_text/roc_auc_top1_score",
-                "text_to_image/map_top10_mean_score", "image_to_text/precision@5", "image_to_text/roc_auc"):
+    for key in ("cross-modal/image_to_text/label_hit_rate@5", "cross-modal/text_to_image/f1@1", "cross-modal/image_to_text/roc_auc_top1_score",
+                "cross-modal/text_to_image/map_top10_mean_score", "cross-modal/image_to_text/precision@5", "cross-modal/image_to_text/roc_auc"):
         assert key in metrics, key
     entries, split = eval_results({f"test_{k}": v for k, v in metrics.items()}, DataDescription("synthetic", "phantoms"))
     names = {entry.metric_name: entry for entry in entries}
-    assert split == "test" and "image_to_text/label_hit_rate@5" in names and "text_to_image/f1@1" in names
-    assert names["image_to_text/roc_auc_top1_score"].metric_value == pytest.approx(
-        metrics["image_to_text/roc_auc_top1_score"])
-    assert "cross-modal" in names["image_to_text/label_hit_rate@5"].task_name  # the card names the protocol
+    assert split == "test" and "cross-modal/image_to_text/label_hit_rate@5" in names and "cross-modal/text_to_image/f1@1" in names
+    assert names["cross-modal/image_to_text/roc_auc_top1_score"].metric_value == pytest.approx(
+        metrics["cross-modal/image_to_text/roc_auc_top1_score"])
+    assert "cross-modal" in names["cross-modal/image_to_text/label_hit_rate@5"].task_name  # the card names the protocol

@@ -145,11 +145,11 @@ def test_training_arguments_follow_the_paper(tmp_path):
 def test_parse_training_args_reads_the_three_groups(tmp_path):
     model_args, data_args, training_args = parse_training_args(
         ["--backbone", "tiny", "--bce_weight", "0.3", "--phantoms", "16", "--output_dir", str(tmp_path),
-         "--head_learning_rate", "3e-4", "--metric_for_best_model", "image_to_text/accuracy@1", "--hpo_trials", "2"]
+         "--head_learning_rate", "3e-4", "--metric_for_best_model", "cross-modal/image_to_text/accuracy@1", "--hpo_trials", "2"]
     )
     assert model_args.config_overrides() == {"bce_weight": 0.3}
     assert data_args.phantoms == 16 and training_args.head_learning_rate == 3e-4 and training_args.hpo_trials == 2
-    assert training_args.metric_for_best_model == "image_to_text/accuracy@1"
+    assert training_args.metric_for_best_model == "cross-modal/image_to_text/accuracy@1"
 
 
 def test_collator_applies_the_processor(phantom_splits, tiny_processor):
@@ -208,17 +208,17 @@ def test_compute_retrieval_metrics_on_known_embeddings():
     pred = EvalPrediction(predictions=(torch.tensor([-1.0, 2.0, -0.5, -0.5]).numpy(), image, text),
                           label_ids=torch.tensor([0, 1, 1, 0]).numpy())
     metrics = compute_retrieval_metrics(pred, ks=(1, 5, 10))  # cut-offs above 4 are dropped
-    assert metrics["image_to_text/accuracy@1"] == 0.5 and metrics["text_to_image/accuracy@1"] == 0.5
-    assert "image_to_text/accuracy@5" not in metrics
+    assert metrics["cross-modal/image_to_text/accuracy@1"] == 0.5 and metrics["cross-modal/text_to_image/accuracy@1"] == 0.5
+    assert "cross-modal/image_to_text/accuracy@5" not in metrics
     assert metrics["cross-modal/mean_accuracy@1"] == 0.5
     assert metrics["classification/accuracy"] == 0.75
 
 
 def test_default_objective_is_mean_accuracy_at_1():
-    assert default_objective({"eval_image_to_text/accuracy@1": 0.6, "eval_text_to_image/accuracy@1": 0.2}) == pytest.approx(0.4)
-    assert default_objective({"image_to_text/accuracy@1": 1.0, "text_to_image/accuracy@1": 0.0}) == 0.5
-    with pytest.raises(ValueError, match="eval_text_to_image/accuracy@1"):
-        default_objective({"eval_image_to_text/accuracy@1": 0.6})
+    assert default_objective({"eval_cross-modal/image_to_text/accuracy@1": 0.6, "eval_cross-modal/text_to_image/accuracy@1": 0.2}) == pytest.approx(0.4)
+    assert default_objective({"cross-modal/image_to_text/accuracy@1": 1.0, "cross-modal/text_to_image/accuracy@1": 0.0}) == 0.5
+    with pytest.raises(ValueError, match="eval_cross-modal/text_to_image/accuracy@1"):
+        default_objective({"eval_cross-modal/image_to_text/accuracy@1": 0.6})
 
 
 def test_model_init_sets_loss_weights_from_trial_params(tiny_processor, tmp_path):
@@ -261,7 +261,7 @@ def test_loss_terms_are_logged_with_the_loss(trained_run):
         assert entry["loss"] == pytest.approx(weighted_sum(entry, config), rel=1e-4)
     for entry in eval_logs:
         assert entry["eval_loss"] == pytest.approx(weighted_sum(entry, config, "eval_"), rel=1e-4)
-        assert "eval_image_to_text/accuracy@1" in entry and "eval_text_to_image/accuracy@1" in entry
+        assert "eval_cross-modal/image_to_text/accuracy@1" in entry and "eval_cross-modal/text_to_image/accuracy@1" in entry
     final = next(e for e in reversed(history) if "train_loss" in e)
     assert final["train_loss"] == pytest.approx(weighted_sum(final, config, "train_"), rel=1e-4)
     results = json.loads((trained_run["out"] / "all_results.json").read_text())
@@ -288,7 +288,7 @@ def test_saved_model_reloads_and_reproduces_eval_metrics(trained_run, phantom_sp
             assert metrics[key] == pytest.approx(results[key], abs=1e-5), key
     # the final evaluation is also what was logged
     logged = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "eval_loss" in e][-1]
-    assert logged["eval_image_to_text/accuracy@1"] == results["eval_image_to_text/accuracy@1"]
+    assert logged["eval_cross-modal/image_to_text/accuracy@1"] == results["eval_cross-modal/image_to_text/accuracy@1"]
 
 
 def test_output_dir_has_checkpoints_results_plot_and_processor(trained_run):
@@ -306,7 +306,8 @@ def test_model_card_holds_the_real_numbers(trained_run):
     out = trained_run["out"]
     results = json.loads((out / "all_results.json").read_text())
     text = (out / "README.md").read_text()
-    shown = [k for k in results if re.match(r"^(eval|test)_(image_to_text|text_to_image|classification)/", k)]
+    shown = [k for k in results if re.match(r"^(eval|test)_(cross-modal/)?(image_to_text|text_to_image|classification)/", k)]
+    assert any(k.startswith("test_cross-modal/image_to_text/") for k in shown)  # retrieval keys name their protocol
     assert len(shown) > 30
     for key in shown:
         value = results[key]
@@ -334,11 +335,11 @@ def test_model_card_metadata_model_index_and_usage_snippet(trained_run):
     # model-index: every finite test metric, with its value
     indexed = {entry.metric_name: entry for entry in data.eval_results}
     expected = {key.removeprefix("test_"): value for key, value in results.items()
-                if re.match(r"^test_(image_to_text|text_to_image|classification)/", key) and not math.isnan(value)}
+                if re.match(r"^test_(cross-modal/)?(image_to_text|text_to_image|classification)/", key) and not math.isnan(value)}
     assert set(indexed) == set(expected) and len(expected) > 20
     for name, value in expected.items():
         assert indexed[name].metric_value == pytest.approx(value) and indexed[name].dataset_split == "test"
-    assert indexed["image_to_text/accuracy@1"].task_type == "image-to-text-retrieval"
+    assert indexed["cross-modal/image_to_text/accuracy@1"].task_type == "image-to-text-retrieval"
     # hyper-parameters are printed as given (the run's 5e-3 learning rate, not a rounded one)
     assert "| learning_rate (backbone) | 0.005 |" in card.text
     # the usage snippet runs as written, against the pushed repo's files (this folder)
@@ -349,7 +350,7 @@ def test_model_card_metadata_model_index_and_usage_snippet(trained_run):
 
 def test_model_card_prints_small_numbers_with_their_digits():
     card = render_model_card(
-        {"test_image_to_text/accuracy@1": 0.5, "test_classification/roc_auc": float("nan")},
+        {"test_cross-modal/image_to_text/accuracy@1": 0.5, "test_classification/roc_auc": float("nan")},
         config=CxrMtClipConfig(), hyperparameters={"learning_rate (backbone)": 1e-5, "weight_decay": 0.01},
         data=DataDescription("real", "data/openi", hub_id="me/openi"), model_name="m", repo_id="me/m",
     )
@@ -357,7 +358,7 @@ def test_model_card_prints_small_numbers_with_their_digits():
     assert "| learning_rate (backbone) | 1e-05 |" in text and "| weight_decay | 0.01 |" in text
     loaded = ModelCard(text).data
     assert loaded.datasets == ["me/openi"] and loaded.base_model == "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
-    assert [e.metric_name for e in loaded.eval_results] == ["image_to_text/accuracy@1"]  # NaN is left out
+    assert [e.metric_name for e in loaded.eval_results] == ["cross-modal/image_to_text/accuracy@1"]  # NaN is left out
     assert loaded.eval_results[0].dataset_type == "me/openi" and loaded.eval_results[0].metric_value == 0.5
     assert 'AutoModel.from_pretrained("me/m")' in text
 
@@ -392,7 +393,7 @@ def test_push_to_hub_refuses_an_incomplete_folder(trained_run, tmp_path, monkeyp
 
 def test_model_card_for_real_openi_states_the_licence():
     card = render_model_card(
-        {"eval_image_to_text/accuracy@1": 0.3125, "eval_text_to_image/accuracy@1": 0.28125, "eval_loss": 2.5},
+        {"eval_cross-modal/image_to_text/accuracy@1": 0.3125, "eval_cross-modal/text_to_image/accuracy@1": 0.28125, "eval_loss": 2.5},
         config=CxrMtClipConfig(),
         hyperparameters={"learning_rate (backbone)": 1e-5},
         data=DataDescription("real", "data/openi", split_sizes={"train": 3000, "validation": 300, "test": 400}),
@@ -450,7 +451,7 @@ def test_hyperparameter_search_two_trials_and_final_run_uses_best_weights(datase
         for name, (low, high) in HP_SEARCH_RANGES.items():
             assert low <= t[name] <= high
         assert t["objective"] == pytest.approx(
-            (t["eval_image_to_text/accuracy@1"] + t["eval_text_to_image/accuracy@1"]) / 2)
+            (t["eval_cross-modal/image_to_text/accuracy@1"] + t["eval_cross-modal/text_to_image/accuracy@1"]) / 2)
     assert (out / "hpo_trials.csv").read_text().splitlines()[0].startswith("trial,state,objective")
 
     # seeded TPE: the same seed proposes the same weights in a standalone study
@@ -536,7 +537,7 @@ def test_train_script_with_feature_cache_trains_evaluates_and_reuses_the_cache(d
     result = load_train_script().main(argv)
     manifest = json.loads((cache / "train" / "manifest.json").read_text())
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
-    assert "test_image_to_text/accuracy@1" in results and "eval_loss" in results
+    assert "test_cross-modal/image_to_text/accuracy@1" in results and "eval_loss" in results
     losses = [e["loss"] for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) >= 2
     # a second run reuses the cache: the manifest (and its fingerprint) is unchanged

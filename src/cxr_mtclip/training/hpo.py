@@ -64,16 +64,17 @@ def default_hp_space(trial: Any) -> dict[str, float]:
 def default_objective(metrics: Mapping[str, float]) -> float:
     """HPO objective (maximised): mean of image->text and text->image accuracy@1 on the validation split.
 
-    The Trainer's evaluation ranks cross-modally (:data:`OBJECTIVE_PROTOCOL`), so this is the cross-modal
-    accuracy. Accepts evaluation metrics with or without the `eval_` prefix.
+    The Trainer's evaluation ranks cross-modally (:data:`OBJECTIVE_PROTOCOL`) and its keys say so, so this is
+    the cross-modal accuracy. Accepts evaluation metrics with or without the `eval_` prefix.
 
     Example:
-        >>> default_objective({"eval_image_to_text/accuracy@1": 0.5, "eval_text_to_image/accuracy@1": 0.25})
+        >>> default_objective({"eval_cross-modal/image_to_text/accuracy@1": 0.5,
+        ...                    "eval_cross-modal/text_to_image/accuracy@1": 0.25})
         0.375
     """
     values = []
     for direction in ("image_to_text", "text_to_image"):
-        key = f"{direction}/accuracy@1"
+        key = f"{OBJECTIVE_PROTOCOL}/{direction}/accuracy@1"
         value = metrics.get(f"eval_{key}", metrics.get(key))
         if value is None:
             raise ValueError(f"metrics have no 'eval_{key}'; got {sorted(metrics)} (is compute_metrics set?)")
@@ -114,7 +115,8 @@ def trial_params(trial: Any, hp_space: Callable[[Any], dict[str, Any]] | None = 
 def trial_table(study: Any) -> list[dict[str, Any]]:
     """One row per optuna trial: number, state, objective, parameters and the main evaluation metrics."""
     rows = []
-    keep = ("eval_loss", "eval_image_to_text/accuracy@1", "eval_text_to_image/accuracy@1") + tuple(
+    keep = ("eval_loss", f"eval_{OBJECTIVE_PROTOCOL}/image_to_text/accuracy@1",
+            f"eval_{OBJECTIVE_PROTOCOL}/text_to_image/accuracy@1") + tuple(
         f"eval_{t}" for t in LOSS_TERMS
     )
     for trial in study.trials:

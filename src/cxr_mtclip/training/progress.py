@@ -20,15 +20,15 @@ __all__ = ["HEADLINE_METRICS", "LabelledProgressCallback", "format_log_line", "m
 
 HEADLINE_METRICS = (
     ("loss", "loss"),
-    ("image_to_text/accuracy@1", "image->text Accuracy@1"),
-    ("image_to_text/accuracy@5", "image->text Accuracy@5"),
-    ("text_to_image/accuracy@1", "text->image Accuracy@1"),
-    ("text_to_image/accuracy@5", "text->image Accuracy@5"),
+    ("cross-modal/image_to_text/accuracy@1", "image->text Accuracy@1 (cross-modal)"),
+    ("cross-modal/image_to_text/accuracy@5", "image->text Accuracy@5 (cross-modal)"),
+    ("cross-modal/text_to_image/accuracy@1", "text->image Accuracy@1 (cross-modal)"),
+    ("cross-modal/text_to_image/accuracy@5", "text->image Accuracy@5 (cross-modal)"),
     ("classification/roc_auc", "classification ROC AUC"),
     ("classification/f1", "classification F1"),
 )
-_SHORT = {"image_to_text/accuracy@1": "i2t@1", "image_to_text/accuracy@5": "i2t@5", "text_to_image/accuracy@1": "t2i@1",
-          "text_to_image/accuracy@5": "t2i@5", "classification/roc_auc": "AUC", "classification/f1": "F1"}
+_SHORT = {"cross-modal/image_to_text/accuracy@1": "i2t@1", "cross-modal/image_to_text/accuracy@5": "i2t@5",
+          "cross-modal/text_to_image/accuracy@1": "t2i@1", "cross-modal/text_to_image/accuracy@5": "t2i@5", "classification/roc_auc": "AUC", "classification/f1": "F1"}
 
 
 def _number(value: Any) -> str:

@@ -39,7 +39,7 @@ from ..utils import json_safe
 from .collator import CxrMtClipDataCollator
 from .findings import apply_finding_class_weights, check_finding_data, finding_eval_metrics
 from .hpo import default_hp_space, default_objective, trial_params
-from .training_args import MEAN_ACCURACY_KEY, CxrMtClipTrainingArguments
+from .training_args import MEAN_ACCURACY_KEY, CxrMtClipTrainingArguments, protocol_key
 
 __all__ = [
     "CONFIG_OVERRIDE_KEYS",
@@ -139,7 +139,9 @@ def compute_retrieval_metrics(eval_pred: EvalPrediction, ks: Sequence[int] = (1,
     """Image->text and text->image retrieval metrics, the head's classification metrics and the mean accuracy@1.
 
     `eval_pred.predictions` is `(logits, image_embeds, text_embeds)` as returned by
-    `CxrMtClipTrainer.prediction_step`; cut-offs larger than the split are dropped.
+    `CxrMtClipTrainer.prediction_step`; cut-offs larger than the split are dropped. Retrieval keys name their
+    protocol (`protocol_key`): ``cross-modal/image_to_text/accuracy@1``, ...; ``classification/...`` keys are the
+    head's.
     """
     predictions = eval_pred.predictions
     if not isinstance(predictions, (tuple, list)) or len(predictions) not in (3, 4):
@@ -153,10 +155,13 @@ def compute_retrieval_metrics(eval_pred: EvalPrediction, ks: Sequence[int] = (1,
     usable = tuple(k for k in ks if k <= n) or (1,)
     metrics = bidirectional_retrieval_metrics(image_embeds, text_embeds, labels, ks=usable)
     metrics.update(classification_metrics(logits.reshape(-1), labels))
-    metrics[MEAN_ACCURACY_KEY] = (metrics["image_to_text/accuracy@1"] + metrics["text_to_image/accuracy@1"]) / 2
     if findings is not None:  # multi-label findings (beyond the paper): macro/micro averages and the head's AUC
         finding_logits = np.asarray(predictions[3], dtype=np.float64) if len(predictions) == 4 else None
         metrics.update(finding_eval_metrics(image_embeds, text_embeds, *findings, finding_logits, ks=usable))
+    # Image queries rank the reports and back (cross-modal): every retrieval key names that protocol.
+    metrics = {protocol_key(key): value for key, value in metrics.items()}
+    metrics[MEAN_ACCURACY_KEY] = (metrics[protocol_key("image_to_text/accuracy@1")]
+                                  + metrics[protocol_key("text_to_image/accuracy@1")]) / 2
     return metrics
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-__all__ = ["EVAL_PROTOCOL", "MEAN_ACCURACY_KEY", "CxrMtClipTrainingArguments"]
+__all__ = ["EVAL_PROTOCOL", "MEAN_ACCURACY_KEY", "CxrMtClipTrainingArguments", "protocol_key"]
 
 EVAL_PROTOCOL = "cross-modal"
 """The retrieval protocol of the Trainer's evaluation: image queries against report embeddings and back (not the
@@ -16,6 +16,16 @@ paper's fused gallery, whose own-pair share overstates retrieval; see `cxr_mtcli
 MEAN_ACCURACY_KEY = f"{EVAL_PROTOCOL}/mean_accuracy@1"
 """The evaluation metric that selects the best checkpoint and is the HPO objective: mean image<->text accuracy@1 in
 the cross-modal protocol (the key names its protocol)."""
+
+
+def protocol_key(key: str) -> str:
+    """A retrieval metric key of the Trainer's evaluation under the name of its protocol; other keys unchanged.
+
+    Example:
+        >>> protocol_key("image_to_text/accuracy@1"), protocol_key("classification/f1")
+        ('cross-modal/image_to_text/accuracy@1', 'classification/f1')
+    """
+    return f"{EVAL_PROTOCOL}/{key}" if key.startswith(("image_to_text/", "text_to_image/")) else key
 
 
 @dataclass
@@ -62,7 +72,7 @@ class CxrMtClipTrainingArguments(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log loss and its terms every N steps."})
     metric_for_best_model: str | None = field(
         default=MEAN_ACCURACY_KEY,
-        metadata={"help": "Eval metric that selects the best checkpoint, e.g. 'image_to_text/accuracy@1'."},
+        metadata={"help": "Eval metric that selects the best checkpoint, e.g. 'cross-modal/image_to_text/accuracy@1'."},
     )
     gather_distributed: bool | None = field(
         default=None,
