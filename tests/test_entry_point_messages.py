@@ -161,3 +161,32 @@ def test_the_entry_point_table_quotes_what_the_commands_print(workspace, capsys,
         assert message == expected, argv
         assert expected in doc, f"docs/reliability.md does not quote: {expected}"
 
+
+
+def test_the_example_scripts_fail_in_one_line_before_any_work(tmp_path):
+    """Finding 1 (`examples/reproduce_paper.py --offline --n_studies 40`: the data and the untrained model were
+    written, then a traceback ending in "args.max_steps must be set to a positive value") and finding 3
+    (`examples/train.py` ended its early checks in a traceback, not the command's one line)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    cases = [
+        ([str(REPO / "examples" / "reproduce_paper.py"), "--offline", "--n_studies", "40", "--output_dir", "rp"],
+         "reproduce_paper.py: error: --n_studies 40 leaves about 18 training studies, fewer than one batch of 64 (full "
+         "batches only): no training step would run; pass --n_studies 93 or more, or --batch_size 18 or less"),
+        ([str(REPO / "examples" / "train.py"), "--dataset", "data/nope", "--output_dir", "rp"],
+         "examples/train.py: error: --dataset data/nope: no such local folder; build it with `cxr-mtclip build-dataset "
+         "SOURCE --out data/nope` or `--phantoms N`"),
+    ]
+    doc = DOC.read_text(encoding="utf-8")
+    (tmp_path / "data").mkdir()  # data/ exists, data/nope does not: a local folder, not a Hub id
+    for argv, expected in cases:
+        result = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert lines[0].startswith(expected), lines[0]
+        assert not (tmp_path / "rp").exists()  # nothing written
+        assert expected.split(": error: ", 1)[1] in doc, f"docs/reliability.md does not quote: {expected}"

@@ -204,15 +204,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     """`cxr-mtclip train`: the flags of examples/train.py; ``--help`` without loading torch, checks before work."""
     from .recipes.train_args import preflight, short_help_parser
 
+    prog = getattr(args, "prog", None) or "cxr-mtclip train"
     if _help_requested(args.rest):
-        short_help_parser("cxr-mtclip train").print_help()
+        short_help_parser(prog).print_help()
         return 0
     if "--help-all" not in args.rest:
         preflight(args.rest)  # data source, output folder, Hub access: seconds, not after the training
     _register_auto_classes()
     from .recipes.train import main as train_main
 
-    return int(train_main(args.rest) or 0)
+    return int(train_main(args.rest, prog=prog) or 0)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -608,12 +609,13 @@ def _cli_warnings() -> Iterator[None]:
         yield
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `cxr-mtclip` console script."""
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Entry point of the `cxr-mtclip` console script; `prog` names a script that runs a subcommand (e.g.
+    ``examples/train.py`` runs ``train``) in its usage and error lines."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:
         # train/evaluate own their flags (HfArgumentParser / argparse), --help included.
-        args = argparse.Namespace(command=argv[0], func=_PASSTHROUGH[argv[0]], rest=argv[1:])
+        args = argparse.Namespace(command=argv[0], func=_PASSTHROUGH[argv[0]], rest=argv[1:], prog=prog)
     else:
         args = build_parser().parse_args(argv)
     try:
@@ -628,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0) if isinstance(exit_.code, int) else EXIT_USAGE
     except (CliError, FileNotFoundError, FileExistsError, ValueError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"cxr-mtclip {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prog or 'cxr-mtclip ' + args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 
