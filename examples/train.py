@@ -31,4 +31,8 @@ def main(argv: Sequence[str] | None = None) -> TrainingRunResult:
 
 
 if __name__ == "__main__":
-    main()
+    # through the command's runner: a bad flag, input or environment is one line and exit code 2, warnings print
+    # once without source lines (as `cxr-mtclip train`)
+    from cxr_mtclip.cli import main as command
+
+    sys.exit(command(["train", *sys.argv[1:]], prog="examples/train.py"))

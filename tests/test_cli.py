@@ -169,11 +169,13 @@ def test_demo_bad_input(capsys, tmp_path):
     assert exc.value.code == 2
 
 
-def test_serve_bad_input(capsys, tmp_path):
+def test_serve_bad_input(capsys, tmp_path, index_folder):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--index", str(tmp_path / "nope")])
     assert exc.value.code == 2
     code, out, err = run(["serve", "--index", str(tmp_path), "--model", str(tmp_path)], capsys)
+    assert code == 2 and "not an index folder" in err  # the index folder is checked before the model loads
+    code, out, err = run(["serve", "--index", str(index_folder), "--model", str(tmp_path)], capsys)
     assert code == 2 and "not a saved cxr_mtclip model" in err
     code, out, err = run(["serve", "--index", str(tmp_path), "--port", "70000"], capsys)
     assert code == 2 and err.strip() == "cxr-mtclip serve: error: --port 70000 is not a TCP port (1-65535)"

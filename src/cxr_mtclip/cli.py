@@ -49,6 +49,20 @@ def _existing_path(value: str) -> Path:
     return path
 
 
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _file_size(value: str) -> str:
+    """argparse type of --max-file-size: digits and a unit as gradio's ``max_file_size`` reads them (10mb, 500kb);
+    refused here, before the index or the model loads, rather than by gradio after."""
+    text = value.replace(" ", "")
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if not digits or text[digits:].upper() not in _SIZE_UNITS or int(text[:digits]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a file size; give a whole number and a unit: b, kb, mb, gb or tb (e.g. 10mb, 500kb)")
+    return text
+
+
 def _positive_int(value: str) -> int:
     """argparse type: `utils.positive_int` of the parsed integer, its error as argparse's."""
     from .utils import positive_int
@@ -64,11 +78,12 @@ def _positive_int(value: str) -> int:
 
 def load_saved_model(model_dir: str | os.PathLike) -> tuple[Any, Any]:
     """`hub.load_model_and_processor` on a folder that must hold a saved model (CliError naming it otherwise)."""
-    from .hub import load_model_and_processor
-
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise CliError(f"{folder}: not a saved cxr_mtclip model (no config.json)")
+    _register_auto_classes()
+    from .hub import load_model_and_processor
+
     return load_model_and_processor(folder)
 
 
@@ -189,15 +204,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     """`cxr-mtclip train`: the flags of examples/train.py; ``--help`` without loading torch, checks before work."""
     from .recipes.train_args import preflight, short_help_parser
 
+    prog = getattr(args, "prog", None) or "cxr-mtclip train"
     if _help_requested(args.rest):
-        short_help_parser("cxr-mtclip train").print_help()
+        short_help_parser(prog).print_help()
         return 0
     if "--help-all" not in args.rest:
         preflight(args.rest)  # data source, output folder, Hub access: seconds, not after the training
     _register_auto_classes()
     from .recipes.train import main as train_main
 
-    return int(train_main(args.rest) or 0)
+    return int(train_main(args.rest, prog=prog) or 0)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -205,8 +221,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data.schema import data_note
     from .retrieval import embed_dataset
 
+    split = load_split(args.dataset, args.split)  # a wrong folder or split is named before the model loads
     model, processor = load_saved_model(args.model)
-    split = load_split(args.dataset, args.split)
     embedded = embed_dataset(model, processor, split, batch_size=args.batch_size)
     with atomic_directory(args.out) as tmp:
         embedded.save_to_disk(str(tmp))
@@ -221,9 +237,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise CliError("give exactly one of --dataset SAVED_DATASET or --images ARCHIVE_FOLDER")
     if args.out.exists() and not args.overwrite:
         raise CliError(f"{args.out}: already exists (pass --overwrite to replace it)")
-    model = processor = None
-    if args.model is not None:
-        model, processor = _load_model(args.model)
+    if args.model is None and args.images is not None:
+        raise CliError("--images needs --model MODEL to embed the archive")
     skipped: list[Any] = []
     note = None
     if args.images is not None:
@@ -235,8 +250,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(archive.summary())
     else:
         dataset = load_split(args.dataset, args.split)
-    if model is None and args.images is not None:
-        raise CliError("--images needs --model MODEL to embed the archive")
+    model = processor = None
+    if args.model is not None:  # after the data is read: a bad folder is named before the model loads
+        model, processor = _load_model(args.model)
     index = RetrievalIndex.build(
         model, processor, dataset, kind=args.kind, index_columns=args.columns, store_images=not args.no_images,
         batch_size=args.batch_size, model_id=_model_id(args.model), data_note=note,
@@ -265,6 +281,7 @@ def _load_model(model: str | os.PathLike) -> tuple[Any, Any]:
     """A saved model folder, or a registered architecture / Hub id through `hub.load_model_and_processor`."""
     if Path(model).is_dir():
         return load_saved_model(model)
+    _register_auto_classes()
     from .hub import load_model_and_processor
 
     try:
@@ -273,18 +290,25 @@ def _load_model(model: str | os.PathLike) -> tuple[Any, Any]:
         raise CliError(f"{model}: not a model folder, registered name or reachable Hub id ({str(err).splitlines()[0]})") from err
 
 
-def _open_index(folder: Path, model: str | None) -> Any:
-    """`RetrievalIndex.load` with the given model, or the one the manifest names; nothing is re-embedded."""
-    from .retrieval import RetrievalIndex
-    from .retrieval.store import MANIFEST_NAME, IndexManifest
+def _open_index(folder: Path, model: str | None, filters: dict[str, Any] | None = None) -> Any:
+    """`RetrievalIndex.load` with the given model, or the one the manifest names; nothing is re-embedded.
 
-    if model is None:
-        manifest_path = folder / MANIFEST_NAME
-        model = IndexManifest.read(manifest_path).model_id if manifest_path.is_file() else None
-        if not model:
-            raise CliError(f"{folder}: the manifest names no model; pass --model MODEL")
+    The folder (manifest, rows, index files) and the `filters` are checked before the model loads."""
+    if not (folder / "manifest.json").is_file():  # = retrieval.store.MANIFEST_NAME; checked before any heavy import
+        if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+            raise CliError(f"{folder}: a dataset folder, not an index folder (no manifest.json); make an index folder "
+                           f"from it with `cxr-mtclip index --dataset {folder} --model MODEL --out FOLDER`")
+        raise CliError(f"{folder}: not an index folder (no manifest.json); write one with `cxr-mtclip index`")
+    from .retrieval import RetrievalIndex
+    from .retrieval.filters import filter_mask
+
+    index = RetrievalIndex.load(folder)  # FileNotFoundError / ValueError naming the folder: not an index folder
+    filter_mask(index.rows, filters)  # ValueError naming an unknown column or value
+    model = model or index.manifest.model_id
+    if not model:
+        raise CliError(f"{folder}: the manifest names no model; pass --model MODEL")
     loaded_model, processor = _load_model(model)
-    return RetrievalIndex.load(folder, loaded_model, processor)
+    return index.with_model(loaded_model, processor)
 
 
 def _parse_filters(items: Sequence[str] | None) -> dict[str, Any]:
@@ -303,8 +327,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CliError("give --image PATH, --text REPORT, or both")
     if args.image is not None and not args.image.is_file():
         raise CliError(f"{args.image}: no such file")
+    if args.image is not None:  # an unreadable image is named before the index and the model load
+        from .data.images import open_image
+
+        try:
+            open_image(args.image)
+        except ValueError as err:
+            raise CliError(f"{err}; --image takes a PNG, JPEG or DICOM file") from None
     filters = _parse_filters(args.filter)
-    index = _open_index(args.index, args.model)
+    index = _open_index(args.index, args.model, filters)
     results = index.search(image=args.image, text=args.text, k=args.k, mode=args.mode, filters=filters,
                            with_images=False)
     note = index.manifest.data_note
@@ -388,9 +419,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     check_port(args.host, args.port)  # before the app, the model or the index is loaded
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     index = _open_index(args.index, args.model)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # the app's access log
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     from .retrieval.app import build_demo, launch_kwargs
 
     demo = build_demo(index)
@@ -519,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the model the index was built with (default: the one its manifest names)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the app to the network)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
-    p.add_argument("--max-file-size", default="10mb", help="largest upload, e.g. 10mb or 500kb (refused above it)")
+    p.add_argument("--max-file-size", type=_file_size, default="10mb", help="largest upload, e.g. 10mb or 500kb (refused above it)")
     return parser
 
 
@@ -578,27 +609,28 @@ def _cli_warnings() -> Iterator[None]:
         yield
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `cxr-mtclip` console script."""
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Entry point of the `cxr-mtclip` console script; `prog` names a script that runs a subcommand (e.g.
+    ``examples/train.py`` runs ``train``) in its usage and error lines."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:
         # train/evaluate own their flags (HfArgumentParser / argparse), --help included.
-        args = argparse.Namespace(command=argv[0], func=_PASSTHROUGH[argv[0]], rest=argv[1:])
+        args = argparse.Namespace(command=argv[0], func=_PASSTHROUGH[argv[0]], rest=argv[1:], prog=prog)
     else:
         args = build_parser().parse_args(argv)
     try:
         # datasets' own bars (unlabelled "0/1 it" while FAISS adds vectors, "Flattening the indices") say nothing
         # outside a build; the package's bars (embedding, training, rendering phantoms) are labelled and stay
         with _cli_warnings(), _quiet_progress(args.command != "build-dataset"):
-            if args.command not in ("build-dataset", "demo", *_PASSTHROUGH):  # these register after their checks
-                _register_auto_classes()
+            # no subcommand registers the Auto classes (torch + transformers, seconds) before its checks:
+            # build-dataset never needs them, the others register when they load a model
             return int(args.func(args) or 0)
     except SystemExit as exit_:
         # argparse inside a passed-through command: keep its code, 2 for usage errors
         return int(exit_.code or 0) if isinstance(exit_.code, int) else EXIT_USAGE
     except (CliError, FileNotFoundError, FileExistsError, ValueError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"cxr-mtclip {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prog or 'cxr-mtclip ' + args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -439,9 +439,9 @@ def _cuda() -> bool:
 
 def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
     """Flags of `examples/reproduce_paper.py`."""
-    import argparse
+    from ..argparsing import CliParser
 
-    parser = argparse.ArgumentParser(
+    parser = CliParser(  # one-line errors, defaults in --help, misspelt-flag suggestions
         prog="reproduce_paper.py",
         description="Reproduce Tables I-III of arXiv 2601.05399 (CLIP, zero-shot BiomedCLIP, fine-tuned BiomedCLIP on "
         "OpenI) next to the published values; offline, the same pipeline on tiny stand-ins and synthetic phantoms.",
@@ -474,6 +474,26 @@ def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
     return parser
 
 
+def offline_size_problem(n_studies: int | None, batch_size: int | None, openi: str | os.PathLike | None) -> str | None:
+    """Why an offline run of `n_studies` phantoms could not train one full batch (None when it can); checked before
+    any work. (Was: the data and the untrained model were written, then transformers' "args.max_steps must be set to
+    a positive value".) A saved DatasetDict given as `openi` is checked by `run_training` on its real splits."""
+    from .demo import DEMO_STUDIES, expected_train_size
+
+    if openi is not None and (Path(openi) / "dataset_dict.json").is_file():
+        return None
+    n, batch = n_studies or DEMO_STUDIES, batch_size or 64
+    if n < 1 or batch < 1:
+        return f"--n_studies and --batch_size must be >= 1, got {n} and {batch}"
+    n_train = expected_train_size(n)
+    if n_train >= batch:
+        return None
+    needed = next(m for m in range(n, n + 20 * batch + 1000) if expected_train_size(m) >= batch)
+    return (f"--n_studies {n} leaves about {n_train} training studies, fewer than one batch of {batch} (full batches "
+            f"only): no training step would run; pass --n_studies {needed} or more, or --batch_size {max(1, n_train)} "
+            "or less")
+
+
 def main(argv: Sequence[str] | None = None, *, default_paper_results: str | os.PathLike | None = None) -> int:
     """Parse `argv` and run `run_reproduction`; returns 0, or 2 with one line on stderr when the recipe cannot run."""
     parser = build_parser(default_paper_results)
@@ -483,6 +503,10 @@ def main(argv: Sequence[str] | None = None, *, default_paper_results: str | os.P
     mode = "offline" if args.offline else "online"
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if mode == "offline":
+        problem = offline_size_problem(args.n_studies, args.batch_size, args.openi)
+        if problem:
+            parser.error(problem)
     try:
         with quiet_progress_bars(args.quiet), torch_threads(args.threads):
             run_reproduction(

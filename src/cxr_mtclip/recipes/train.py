@@ -489,6 +489,6 @@ def _labelled_progress(trainer: Any) -> None:
         trainer.add_callback(LabelledProgressCallback())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "cxr-mtclip train") -> int:
     """`cxr-mtclip train`: parse the flags of `examples/train.py`, call :func:`run_training`, return exit code 0."""
-    run_training(*parse_training_args(argv))
+    run_training(*parse_training_args(argv, prog=prog))

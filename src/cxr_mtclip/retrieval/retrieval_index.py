@@ -237,20 +237,27 @@ class RetrievalIndex:
         damaged or mismatched folder. ``verify=True`` also checks every index file's sha256.
         """
         rows, indexes, manifest = read_index_folder(folder, verify=verify, columns=index_columns)
+        index = cls(rows, indexes, manifest, folder=folder)
+        return index.with_model(model, processor) if model is not None else index
+
+    def with_model(self, model: torch.nn.Module | str | os.PathLike, processor: Any = None) -> RetrievalIndex:
+        """This index with a model to embed queries (object, saved folder or Hub id); the gallery is shared.
+
+        Raises ValueError with one line naming the folder when the model's fingerprint differs from the manifest's.
+        """
         if isinstance(model, (str, os.PathLike)):
             from ..hub import load_model_and_processor
 
             model, loaded = load_model_and_processor(model)
             processor = processor if processor is not None else loaded
-        if model is not None:
-            found = model_fingerprint(model)
-            expected = manifest.model_fingerprint
-            if expected is not None and found != expected:
-                raise ValueError(
-                    f"{folder}: built with model {expected[:19]}... ({manifest.model_id or 'unnamed'}), not with this "
-                    f"model {found[:19]}...; search it with that model or rebuild it with `cxr-mtclip index`"
-                )
-        return cls(rows, indexes, manifest, model=model, processor=processor, folder=folder)
+        found = model_fingerprint(model)
+        expected = self.manifest.model_fingerprint
+        if expected is not None and found != expected:
+            raise ValueError(
+                f"{self.folder}: built with model {expected[:19]}... ({self.manifest.model_id or 'unnamed'}), not with "
+                f"this model {found[:19]}...; search it with that model or rebuild it with `cxr-mtclip index`"
+            )
+        return type(self)(self.rows, self.indexes, self.manifest, model=model, processor=processor, folder=self.folder)
 
     # -- searching ------------------------------------------------------------------------------------
 
