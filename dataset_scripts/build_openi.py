@@ -14,6 +14,7 @@ This script is `cxr-mtclip build-dataset` (one implementation, the same flags, s
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,4 +30,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ["CXR_MTCLIP_ENTRY_POINT"] = "1"  # cxr_mtclip.ENTRY_POINT_ENV: --help without loading torch
     sys.exit(main())

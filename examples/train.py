@@ -17,14 +17,19 @@ CxrMtClipTrainingArguments field). `cxr-mtclip train` is the same command.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from cxr_mtclip.recipes.train import TrainingRunResult, parse_training_args, run_training
+if TYPE_CHECKING:
+    from cxr_mtclip.recipes.train import TrainingRunResult
 
 
 def main(argv: Sequence[str] | None = None) -> TrainingRunResult:
     """Parse the flags (or one .json file of them) and train; returns what was written and measured."""
+    from cxr_mtclip.recipes.train import parse_training_args, run_training
+
     model_args, data_args, training_args = parse_training_args(sys.argv[1:] if argv is None else argv,
                                                                prog="examples/train.py")
     return run_training(model_args, data_args, training_args)
@@ -32,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> TrainingRunResult:
 
 if __name__ == "__main__":
     # through the command's runner: a bad flag, input or environment is one line and exit code 2, warnings print
-    # once without source lines (as `cxr-mtclip train`)
+    # once without source lines (as `cxr-mtclip train`); the package is imported light (cxr_mtclip.ENTRY_POINT_ENV), so
+    # --help does not wait for torch
+    os.environ["CXR_MTCLIP_ENTRY_POINT"] = "1"
     from cxr_mtclip.cli import main as command
 
     sys.exit(command(["train", *sys.argv[1:]], prog="examples/train.py"))

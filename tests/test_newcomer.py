@@ -90,6 +90,17 @@ def test_the_console_script_entry_defers_the_heavy_imports():
     assert "torch" not in imported and "transformers" not in imported
 
 
+@pytest.mark.parametrize("script", ["dataset_scripts/build_openi.py", "examples/train.py"])
+def test_the_scripts_help_defers_the_heavy_imports(script):
+    """The scripts that run through the command's runner answer --help without torch or transformers."""
+    result = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: {script}") or result.stdout.startswith("usage: "), result.stdout[:200]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "torch" not in imported and "transformers" not in imported
+
+
 def _all_actions():
     import argparse
 

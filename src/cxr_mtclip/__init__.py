@@ -88,12 +88,19 @@ def register_auto_classes() -> None:
     AutoProcessor.register(CxrMtClipConfig, CxrMtClipProcessor, exist_ok=True)
 
 
+ENTRY_POINT_ENV = "CXR_MTCLIP_ENTRY_POINT"
+"""Set to ``1`` by the project's scripts that run through the command's runner (dataset_scripts/build_openi.py,
+examples/train.py) before they import the package: the runner registers the Auto classes when a model loads, so
+their ``--help`` answers without loading torch and transformers."""
+
+
 def _started_as_the_cli() -> bool:
-    """Whether this process is the `cxr-mtclip` command (console script or ``python -m cxr_mtclip.cli``)."""
+    """Whether this process is the `cxr-mtclip` command (console script, ``python -m cxr_mtclip.cli``, or a script
+    of the project that runs through it and says so in `ENTRY_POINT_ENV`)."""
     command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     argv = list(getattr(sys, "orig_argv", []))
     launched_as_module = any(argv[i : i + 2] == ["-m", "cxr_mtclip.cli"] for i in range(len(argv) - 1))
-    return command in ("cxr-mtclip", "cxr-mtclip.exe") or launched_as_module
+    return command in ("cxr-mtclip", "cxr-mtclip.exe") or launched_as_module or os.environ.get(ENTRY_POINT_ENV) == "1"
 
 
 if not _started_as_the_cli():
