@@ -441,6 +441,18 @@ def test_build_dataset_prints_a_summary_and_has_the_scripts_options(tmp_path, ca
     assert result.stdout.replace(str(tmp_path / "b2"), "OUT") == printed.replace(str(out), "OUT")
 
 
+def test_build_dataset_prints_each_warning_once(tmp_path):
+    """A small build warns that its test split is scaled down: once, not again in the summary (a real process,
+    where the command prints warnings itself)."""
+    source = write_shared_source(tmp_path / "src", n_with_images=8, n_missing=0)
+    result = subprocess.run([sys.executable, "-m", "cxr_mtclip.cli", "build-dataset", str(source), "--out",
+                             str(tmp_path / "built"), "--quiet", "--cache-dir", str(tmp_path / "hf")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (result.stdout + result.stderr).count("the test split is scaled down") == 1, result.stdout + result.stderr
+    assert "UserWarning" not in result.stderr
+
+
 def test_build_that_keeps_no_study_fails_and_saves_nothing(tmp_path, capsys):
     empty = write_shared_source(tmp_path / "empty", header_only=True)
     code, _, err = run(["build-dataset", str(empty), "--out", str(tmp_path / "o1"), "--quiet",

@@ -182,7 +182,9 @@ def format_build_summary(summary: Any) -> list[str]:
     """The lines `build-dataset` prints for an `OpenISummary`: the summary's own `format()` (every count it holds:
     kept of seen, dropped per reason, labels, views, No Indexing and findings, split sizes per label, one example
     per drop reason), then a warning for each empty split."""
-    lines = summary.format().splitlines()
+    # a warning the command already printed when it was raised (`_cli_warnings`) is not printed again
+    lines = [line for line in summary.format().splitlines()
+             if not (line.startswith("warning: ") and " ".join(line.removeprefix("warning: ").split()) in _SHOWN_WARNINGS)]
     lines += [f"warning: the {name} split is empty" + (" (`cxr-mtclip train` turns evaluation off without a "
               "validation split)" if name == "validation" else "")
               for name, values in (summary.splits or {}).items() if not sum(values.values())]
@@ -586,6 +588,10 @@ def _quiet_progress(quiet: bool) -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+_SHOWN_WARNINGS: set[str] = set()
+"""The warning texts `_cli_warnings` has printed in this command (so a summary does not repeat them)."""
+
+
 @contextlib.contextmanager
 def _cli_warnings() -> Iterator[None]:
     """Within the block each warning text is printed once, as ``warning: <message>`` (no source line); library
@@ -597,7 +603,8 @@ def _cli_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=FutureWarning)
         recording = getattr(getattr(warnings, "_showwarnmsg_impl", None), "__name__", "") == "append"
         if warnings.showwarning is getattr(warnings, "_showwarning_orig", None) and not recording:
-            seen: set[str] = set()
+            seen = _SHOWN_WARNINGS
+            seen.clear()
 
             def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
                 text = " ".join(str(message).split())
