@@ -498,6 +498,7 @@ def test_loss_curves_with_one_point_are_visible_and_titled():
     assert anchor.x0 >= 1.0  # outside the axes: it covers no curve
     title = axes.get_title()
     assert "Training (solid) and validation (dashed)" in title and "SYNTHETIC" in title
+    assert all(float(tick).is_integer() for tick in axes.get_xticks())  # steps: no 0.25-step ticks around one point
     many = loss_curves_figure([{"step": s, "loss": 1.0 / s} for s in range(1, 200)])
     assert many.axes[0].get_lines()[0].get_marker() in (None, "None", "")
     assert many.axes[0].get_title() == "Training loss per term"

@@ -161,6 +161,9 @@ def loss_curves_figure(log_history: Sequence[Mapping[str, Any]], title: str | No
     default_title = ("Training (solid) and validation (dashed) loss per term" if has_train and has_eval
                      else "Training loss per term" if has_train else "Validation loss per term")
     axes.set_xlabel("optimiser step")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers, even around one point
     axes.set_ylabel("loss (terms unweighted;\n`loss` is the weighted sum)")
     axes.set_title(_with_note(title or default_title, data_note), fontsize=10)
     axes.grid(True, alpha=0.3)

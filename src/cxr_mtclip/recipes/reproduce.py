@@ -446,7 +446,7 @@ def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
         description="Reproduce Tables I-III of arXiv 2601.05399 (CLIP, zero-shot BiomedCLIP, fine-tuned BiomedCLIP on "
         "OpenI) next to the published values; offline, the same pipeline on tiny stand-ins and synthetic phantoms.",
     )
-    parser.add_argument("--output_dir", default="runs/reproduce")
+    parser.add_argument("--output_dir", default="runs/reproduce", help="where data, models, tables and plots go")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--offline", action="store_true",
                        help="run the tiny stand-ins on phantoms instead of the paper's recipe (no network needed)")
@@ -460,17 +460,17 @@ def build_parser(default_paper_results: str | os.PathLike | None = None) -> Any:
     parser.add_argument("--clip_pretrained", default=None, help="online: its open_clip weights tag (default openai)")
     parser.add_argument("--openi", default=None, help="offline: ../shared/openi (real reports for the phantoms) or a DatasetDict")
     parser.add_argument("--hpo_trials", type=int, default=0, help="optuna trials over the loss weights first (paper: 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of training (and, offline, of the phantoms)")
     parser.add_argument("--split_seed", type=int, default=42, help="online: seed of the OpenI train/validation/test split")
     parser.add_argument("--n_studies", type=int, default=None, help="offline: phantom studies (default 1200)")
     parser.add_argument("--epochs", type=float, default=None, help="default: 20 online (paper), 60 offline (demo)")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 128 online (paper), 64 offline")
     parser.add_argument("--learning_rate", type=float, default=None, help="default: 1e-5 online (paper), 3e-3 offline")
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
-    parser.add_argument("--n_boot", type=int, default=1000)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10], help="cut-offs k of the @k metrics")
+    parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared CPU)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
