@@ -187,6 +187,30 @@ def test_a_missing_local_dataset_is_named_as_one(capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+def test_training_into_an_earlier_run_is_refused_unless_resumed_or_replaced(capsys, tmp_path):
+    """Two runs in one --output_dir mixed their checkpoints and `--resume_from_checkpoint last` continued the other
+    run (newcomer report, session 3). Now: refused before anything loads; --overwrite_output_dir replaces it."""
+    out = tmp_path / "runs" / "t"
+    flags = ["train", "--backbone", "tiny", "--phantoms", "40", "--output_dir", str(out), "--max_steps", "2",
+             "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "2",
+             "--eval_strategy", "no"]
+    code, _, err = run(flags, capsys)
+    assert code == 0, err
+    assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
+    (out / "notes.txt").write_text("mine")  # a user's own file in the folder
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    start = time.perf_counter()
+    code, _, err = run(flags, capsys)
+    assert code == 2 and f"--output_dir {out}: holds an earlier run (" in err and "checkpoint-2" in err, err
+    assert "--resume_from_checkpoint last" in err and "--overwrite_output_dir true" in err
+    assert len(err.strip().splitlines()) == 1 and time.perf_counter() - start < 30
+    assert (out / "model.safetensors").stat().st_mtime_ns == before  # untouched
+    code, _, err = run([*flags, "--max_steps", "1", "--save_steps", "1", "--overwrite_output_dir"], capsys)
+    assert code == 0, err
+    assert not (out / "checkpoint-2").exists() and (out / "checkpoint-1").is_dir()  # only the new run's checkpoint
+    assert (out / "notes.txt").read_text() == "mine"  # nothing but the run's own outputs is removed
+
+
 def test_a_dataset_id_that_is_no_folder_is_looked_up_on_the_hub_only_when_online(monkeypatch, tmp_path):
     from cxr_mtclip.preflight import check_dataset_source
 

@@ -11,7 +11,25 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PreflightError", "check_dataset_source", "check_hub_push", "check_output_dir", "hub_is_offline"]
+__all__ = [
+    "RUN_FILES",
+    "PreflightError",
+    "check_dataset_source",
+    "check_fresh_run_dir",
+    "check_hub_push",
+    "check_output_dir",
+    "clear_earlier_run",
+    "earlier_run",
+    "hub_is_offline",
+]
+
+RUN_FILES = ("model.safetensors", "config.json", "all_results.json", "train_results.json", "eval_results.json",
+             "test_results.json", "trainer_state.json", "training_args.bin", "README.md", "loss_curves.png",
+             "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "trainable_parameters.json", "run_summary.json",
+             "best_hyperparameters.json", "hpo_trials.csv", "hpo_trials.json")
+"""Files a training run writes at the top of its output folder (what `earlier_run` looks for and
+`clear_earlier_run` removes, besides ``checkpoint-N`` folders)."""
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -68,6 +86,48 @@ def check_output_dir(path: str | os.PathLike, *, flag: str = "--output_dir") -> 
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PreflightError(f"{flag} {path}: {probe} is not writable; give a folder you can write to")
     return folder
+
+
+def earlier_run(path: str | os.PathLike) -> list[str]:
+    """Names of an earlier training run's outputs in `path`: ``checkpoint-N`` folders and `RUN_FILES`, sorted."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return []
+    found = [p.name for p in folder.iterdir()
+             if (p.is_dir() and p.name.startswith("checkpoint-") and p.name[len("checkpoint-"):].isdigit())
+             or (p.is_file() and p.name in RUN_FILES)]
+    return sorted(found)
+
+
+def check_fresh_run_dir(path: str | os.PathLike, *, resume: Any = None, overwrite: bool = False,
+                        flag: str = "--output_dir") -> None:
+    """Refuse to train into a folder that holds an earlier run, unless it is resumed or replaced on purpose.
+
+    Two runs in one folder mix their checkpoints, and ``--resume_from_checkpoint last`` then continues whichever
+    has the highest step. Raises `PreflightError` naming what is there and the three ways out.
+    """
+    if overwrite or (resume is not None and str(resume).lower() not in ("false", "none", "no", "")):
+        return
+    found = earlier_run(path)
+    if found:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise PreflightError(f"{flag} {path}: holds an earlier run ({shown}); pass --resume_from_checkpoint last to "
+                             f"continue it, --overwrite_output_dir true to replace it, or another {flag}")
+
+
+def clear_earlier_run(path: str | os.PathLike) -> list[str]:
+    """Remove an earlier run's ``checkpoint-N`` folders and `RUN_FILES` from `path` (nothing else); their names."""
+    import shutil
+
+    folder = Path(path).expanduser()
+    removed = earlier_run(folder)
+    for name in removed:
+        target = folder / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if (folder / "tokenizer").is_dir():  # the WordPiece tokenizer a run trains on its reports
+        shutil.rmtree(folder / "tokenizer")
+        removed.append("tokenizer")
+    return removed
 
 
 def check_hub_push(repo_id: str | None, *, token: str | None = None, repo_type: str = "model",

@@ -303,7 +303,8 @@ def _training_arguments(output_dir: Path, seed: int, hpo_trials: int, verbose: b
     from ..training import CxrMtClipTrainingArguments
 
     params = dict(output_dir=str(output_dir), seed=seed, data_seed=seed, hpo_trials=hpo_trials, report_to="none",
-                  disable_tqdm=not verbose, use_cpu=not torch.cuda.is_available())
+                  disable_tqdm=not verbose, use_cpu=not torch.cuda.is_available(),
+                  overwrite_output_dir=True)  # the reproduction owns its folders: a re-run replaces its models
     params.update(settings)
     return CxrMtClipTrainingArguments(**params)
 

@@ -25,7 +25,7 @@ from ..argparsing import DefaultsOnceFormatter, SuggestingParserMixin
 from ..atomic import write_json
 from ..configuration_cxr_mtclip import CxrMtClipConfig
 from ..data.schema import data_note, data_provenance
-from ..preflight import check_dataset_source
+from ..preflight import check_dataset_source, clear_earlier_run
 from ..evaluation.plots import plot_loss_curves
 from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
 from ..registry import get_architecture, is_registered
@@ -313,6 +313,10 @@ def run_training(
     seed = training_args.seed
     set_seed(seed)
     output_dir = Path(training_args.output_dir)
+    if training_args.overwrite_output_dir and not training_args.resume_from_checkpoint and training_args.process_index == 0:
+        removed = clear_earlier_run(output_dir)
+        if removed:
+            logger.warning("--overwrite_output_dir: removed the earlier run's %s from %s", ", ".join(removed), output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     with training_args.main_process_first(desc="load the dataset"):

@@ -116,6 +116,8 @@ TRAINING_FLAGS: dict[str, tuple[type, Any, str]] = {
     "hpo_trials": (int, 0, "Optuna trials over the loss weights before the final run (0: no search)."),
     "seed": (int, 42, "Seed of the model initialisation, data order and phantoms."),
     "resume_from_checkpoint": (str, None, "A checkpoint folder, or 'last' for the newest complete one in output_dir."),
+    "overwrite_output_dir": (bool, False, "Replace an earlier run in output_dir (its checkpoints, model and results) "
+                                          "instead of refusing to start."),
     "use_cpu": (bool, False, "Train on the CPU even when a GPU is present."),
     "dataloader_num_workers": (int, 0, "DataLoader worker processes decoding images."),
     "report_to": (str, "none", "Experiment trackers (tensorboard, wandb, ...)."),
@@ -177,7 +179,7 @@ def preflight(argv: Sequence[str], *, prog: str = "cxr-mtclip train") -> None:
         >>> preflight(["--dataset", "data/nope", "--output_dir", "runs/x"])  # doctest: +SKIP
         FileNotFoundError: --dataset data/nope: no such local folder; build it with `cxr-mtclip build-dataset ...`
     """
-    from ..preflight import check_dataset_source, check_hub_push, check_output_dir
+    from ..preflight import check_dataset_source, check_fresh_run_dir, check_hub_push, check_output_dir
 
     argv = list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -195,6 +197,7 @@ def preflight(argv: Sequence[str], *, prog: str = "cxr-mtclip train") -> None:
                          "or --phantoms N for synthetic studies")
     output_dir = args.output_dir or "trainer_output"  # transformers' default
     check_output_dir(output_dir)
+    check_fresh_run_dir(output_dir, resume=args.resume_from_checkpoint, overwrite=args.overwrite_output_dir)
     if args.push_to_hub:
         from pathlib import Path
 

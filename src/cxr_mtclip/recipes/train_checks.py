@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..preflight import check_dataset_source, check_hub_push, check_output_dir
+from ..preflight import check_dataset_source, check_fresh_run_dir, check_hub_push, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: 
                          "or --phantoms N for synthetic studies")
     check_output_dir(training_args.output_dir)
     resume = training_args.resume_from_checkpoint
+    check_fresh_run_dir(training_args.output_dir, resume=resume, overwrite=training_args.overwrite_output_dir)
     if resume and str(resume).lower() not in ("true", "last", "latest", "false", "none", "no") and not Path(resume).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; give a checkpoint-N "
                                 "folder of an earlier run, or 'last' for the newest one in --output_dir")

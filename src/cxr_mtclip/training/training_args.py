@@ -84,6 +84,11 @@ class CxrMtClipTrainingArguments(TrainingArguments):
     hpo_trials: int = field(
         default=0, metadata={"help": "Optuna trials over the loss weights before the final run (0: no search)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace an earlier run in output_dir (its checkpoints, model and results) instead of "
+                  "refusing to start (transformers 4's flag; transformers 5 dropped it)."},
+    )
 
     def __post_init__(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.use_cpu and not _has_accelerator():
