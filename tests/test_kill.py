@@ -144,3 +144,23 @@ def test_killed_phantom_build_keeps_the_old_phantoms(tmp_path, capsys):
     with pytest.warns(UserWarning, match="scaled down"):
         assert main(["build-dataset", "--phantoms", "30", "--out", str(dest), "--overwrite"]) == 0
     assert sum(len(uids) for uids in dataset_snapshot(dest).values()) == 30
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
+    """Ctrl-C (SIGINT) in the middle of a build: exit 130, one line instead of a traceback, no output folder and
+    no temporary folder left (newcomer report, session 3: a 25-frame KeyboardInterrupt traceback)."""
+    out = tmp_path / "phantoms"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cxr_mtclip.cli", "build-dataset", "--phantoms", "20000",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen = b""
+    deadline = time.monotonic() + 240
+    while b"rendering phantoms" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += os.read(proc.stderr.fileno(), 4096)  # the work has started: its progress bar is drawn
+    assert b"rendering phantoms" in seen, seen[-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    err = (seen + rest).decode(errors="replace")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.rstrip().endswith("cxr-mtclip build-dataset: interrupted")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

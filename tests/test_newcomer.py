@@ -211,6 +211,46 @@ def test_training_into_an_earlier_run_is_refused_unless_resumed_or_replaced(caps
     assert (out / "notes.txt").read_text() == "mine"  # nothing but the run's own outputs is removed
 
 
+def test_a_misspelt_backbone_is_named_before_any_work(capsys, tmp_path):
+    out = tmp_path / "runs" / "t"
+    code, _, err = run(["train", "--backbone", "tinyy", "--phantoms", "400", "--output_dir", str(out)], capsys)
+    assert code == 2 and "--backbone tinyy: not a registered architecture (biomedclip, demo, tiny" in err, err
+    assert "rendering phantoms" not in err and not out.exists()
+
+
+def test_a_reports_only_build_is_refused_before_the_model_is_built(capsys, tmp_path, monkeypatch):
+    from cxr_mtclip.training import trainer as trainer_module
+
+    source = write_shared_source(tmp_path / "src", n_with_images=6, n_missing=0)
+    data = tmp_path / "data"
+    assert run(["build-dataset", str(source), "--out", str(data), "--quiet", "--test-per-class", "1",
+                "--cache-dir", str(tmp_path / "hf")], capsys)[0] == 0
+    # drop the images of two training studies, as a --reports-only build holds studies without one
+    from datasets import load_from_disk
+
+    splits = load_from_disk(str(data))
+    train = splits["train"]
+    uids = train["uid"]
+    splits["train"] = train.map(lambda row, i: {"image": None if i < 2 else row["image"]}, with_indices=True,
+                                features=train.features)
+    type(splits)({name: split for name, split in splits.items() if len(split)}).save_to_disk(str(tmp_path / "holes"))
+    monkeypatch.setattr(trainer_module, "build_model", lambda **_: pytest.fail("the model was built"))
+    out = tmp_path / "runs" / "r"
+    code, _, err = run(["train", "--backbone", "tiny", "--dataset", str(tmp_path / "holes"), "--output_dir", str(out),
+                        "--max_steps", "1", "--per_device_train_batch_size", "2"], capsys)
+    assert code == 2, err
+    assert f"2 of {len(uids)} studies in the 'train' split have no image (first: uid {uids[0]})" in err, err
+    assert "--reports-only" in err and not out.exists()
+
+
+def test_a_misspelt_model_folder_is_named_as_a_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "imgs").mkdir()
+    code, _, err = run(["index", "--images", "imgs", "--model", "runs/tyni", "--out", "idx"], capsys)
+    assert code == 2 and "--model runs/tyni: no such folder" in err and "backbone" not in err, err
+
+
 def test_a_dataset_id_that_is_no_folder_is_looked_up_on_the_hub_only_when_online(monkeypatch, tmp_path):
     from cxr_mtclip.preflight import check_dataset_source
 

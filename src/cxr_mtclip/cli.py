@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from .argparsing import CliParser
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
 class CliError(Exception):
@@ -241,6 +242,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise CliError(f"{args.out}: already exists (pass --overwrite to replace it)")
     if args.model is None and args.images is not None:
         raise CliError("--images needs --model MODEL to embed the archive")
+    check_model_name(args.model)
     skipped: list[Any] = []
     note = None
     if args.images is not None:
@@ -279,10 +281,22 @@ def _model_id(model: str | None) -> str | None:
     return str(Path(model).resolve()) if Path(model).is_dir() else str(model)
 
 
+def check_model_name(model: str | os.PathLike | None) -> None:
+    """Without loading anything: `model` is not a path that does not exist (a misspelt folder is named as one)."""
+    from .preflight import looks_local
+
+    name = str(model) if model is not None else ""
+    if (name and not Path(name).exists() and not name.startswith("hf-hub:")
+            and ("/" in name or name.startswith((".", "~"))) and looks_local(name)):
+        raise CliError(f"--model {model}: no such folder; give a saved model folder (from `cxr-mtclip train`), a "
+                       "registered architecture name or a Hub id")
+
+
 def _load_model(model: str | os.PathLike) -> tuple[Any, Any]:
     """A saved model folder, or a registered architecture / Hub id through `hub.load_model_and_processor`."""
     if Path(model).is_dir():
         return load_saved_model(model)
+    check_model_name(model)
     _register_auto_classes()
     from .hub import load_model_and_processor
 
@@ -639,6 +653,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"{prog or 'cxr-mtclip ' + args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # folders and files are written under temporary names and renamed when complete: nothing half-written
+        # stays behind (a training run keeps the checkpoints it had finished)
+        print(f"\n{prog or 'cxr-mtclip ' + args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

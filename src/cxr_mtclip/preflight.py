@@ -21,6 +21,7 @@ __all__ = [
     "clear_earlier_run",
     "earlier_run",
     "hub_is_offline",
+    "looks_local",
 ]
 
 RUN_FILES = ("model.safetensors", "config.json", "all_results.json", "train_results.json", "eval_results.json",
@@ -43,7 +44,7 @@ def hub_is_offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _looks_local(value: str) -> bool:
+def looks_local(value: str) -> bool:
     """A path a user meant as a folder: explicit (./, ../, /, ~), more than one '/', or under an existing folder."""
     if value.startswith((".", "/", "~", os.sep)) or value.count("/") != 1:
         return True
@@ -67,7 +68,7 @@ def check_dataset_source(dataset: str, *, flag: str = "--dataset") -> str:
                                     f"`cxr-mtclip build-dataset SOURCE --out {dataset}`")
         return "local"
     fix = f"build it with `cxr-mtclip build-dataset SOURCE --out {dataset}` or `--phantoms N`"
-    if _looks_local(dataset):
+    if looks_local(dataset):
         raise FileNotFoundError(f"{flag} {dataset}: no such local folder; {fix}")
     if hub_is_offline():
         raise FileNotFoundError(f"{flag} {dataset}: no such local folder, and the Hub is offline (HF_HUB_OFFLINE / "

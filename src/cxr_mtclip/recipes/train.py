@@ -294,9 +294,6 @@ def run_training(
         >>> run_training(*parse_training_args(["--backbone", "tiny", "--phantoms", "64", "--output_dir", "out",
         ...                                    "--num_train_epochs", "1"]))  # doctest: +SKIP
     """
-    from ..hub import push_to_hub
-    from ..model_card import DataDescription, render_model_card, write_model_card
-
     push = bool(training_args.push_to_hub)
     if push:
         training_args = dataclasses.replace(training_args, push_to_hub=False)
@@ -317,6 +314,21 @@ def run_training(
         removed = clear_earlier_run(output_dir)
         if removed:
             logger.warning("--overwrite_output_dir: removed the earlier run's %s from %s", ", ".join(removed), output_dir)
+    created = not output_dir.exists()
+    try:
+        return _run(model_args, data_args, training_args, output_dir, push, seed)
+    except BaseException:
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _run(model_args: ModelArguments, data_args: DataArguments, training_args: CxrMtClipTrainingArguments,
+         output_dir: Path, push: bool, seed: int) -> TrainingRunResult:
+    """The body of `run_training` once the preflight checks passed."""
+    from ..hub import push_to_hub
+    from ..model_card import DataDescription, render_model_card, write_model_card
+
     output_dir.mkdir(parents=True, exist_ok=True)
 
     with training_args.main_process_first(desc="load the dataset"):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
 from ..preflight import check_dataset_source, check_fresh_run_dir, check_hub_push, check_output_dir
@@ -27,6 +28,7 @@ __all__ = [
     "TRAINABLE_PARAMETERS_NAME",
     "TrainableParametersCallback",
     "check_resume",
+    "check_backbone",
     "check_splits",
     "preflight_run",
     "requested_processes",
@@ -47,6 +49,7 @@ def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: 
         raise ValueError("no data: pass --dataset FOLDER (from `cxr-mtclip build-dataset`) or a Hub dataset id, "
                          "or --phantoms N for synthetic studies")
     check_output_dir(training_args.output_dir)
+    check_backbone(model_args)
     resume = training_args.resume_from_checkpoint
     check_fresh_run_dir(training_args.output_dir, resume=resume, overwrite=training_args.overwrite_output_dir)
     if resume and str(resume).lower() not in ("true", "last", "latest", "false", "none", "no") and not Path(resume).is_dir():
@@ -56,10 +59,27 @@ def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: 
         check_hub_push(training_args.hub_model_id or Path(training_args.output_dir).name, token=training_args.hub_token)
 
 
+def check_backbone(model_args: Any) -> None:
+    """`--backbone` names something `build_model` can build (a registered architecture, an open_clip folder, an
+    ``hf-hub:`` id), or a one-line error listing the registered names, before any data is rendered or loaded."""
+    from ..registry import is_registered, list_configs
+
+    backbone = getattr(model_args, "backbone", None)
+    if getattr(model_args, "model_name_or_path", None) or not backbone:
+        return  # a saved model wins over --backbone
+    if is_registered(backbone) or Path(backbone).expanduser().is_dir() or backbone.startswith("hf-hub:"):
+        return
+    raise ValueError(f"--backbone {backbone}: not a registered architecture ({', '.join(list_configs())}), an "
+                     "existing open_clip folder, or an open_clip Hub id (hf-hub:ORG/NAME, e.g. "
+                     "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224)")
+
+
 def check_splits(train: Any, eval_: Any, test: Any, training_args: Any, data_args: Any) -> tuple[Any, Any, Any, Any]:
     """Refuse a train split too small for one batch; turn evaluation off (with a warning) for a missing, empty or
     too small validation split and drop an empty test split. Returns (train, eval, test, training_args)."""
     name = data_args.dataset or "phantoms"
+    for split_name, split in ((data_args.train_split, train), (data_args.eval_split, eval_), (data_args.test_split, test)):
+        _check_pairs(split, split_name, name, data_args)
     if len(train) == 0:
         raise ValueError(f"{name}: the {data_args.train_split!r} split is empty; build the dataset with more studies "
                          "(`cxr-mtclip build-dataset` prints what it kept and dropped)")
@@ -93,6 +113,38 @@ def check_splits(train: Any, eval_: Any, test: Any, training_args: Any, data_arg
         _warn(f"the {data_args.test_split!r} split is empty: no test evaluation at the end")
         test = None
     return train, eval_, test, training_args
+
+
+def missing_rows(dataset: Any, column: str) -> np.ndarray:
+    """Positions of the rows whose `column` is null, read from Arrow's validity bitmaps (no image is decoded)."""
+    import pyarrow as pa
+
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    nulls = np.asarray(pa.chunked_array(table.column(column)).is_null(), dtype=bool)
+    indices = getattr(dataset, "_indices", None)
+    if indices is not None:  # a select / shuffle / shard view of the table
+        nulls = nulls[np.asarray(indices.column(0).to_numpy(), dtype=np.int64)]
+    return np.flatnonzero(nulls)
+
+
+def _check_pairs(split: Any, split_name: str, name: str, data_args: Any) -> None:
+    """Training and evaluation need an image and a report per study: refuse a split with rows that lack either
+    (a ``--reports-only`` build, say) before any model or tokenizer is built."""
+    if split is None or len(split) == 0:
+        return
+    for column, what in ((data_args.image_column, "image"), (data_args.text_column, "report")):
+        if column not in split.column_names:
+            flag = "--image_column" if what == "image" else "--text_column"
+            raise ValueError(f"{name}: the {split_name!r} split has no {column!r} column (it has {split.column_names}); "
+                             f"pass {flag} NAME")
+        missing = missing_rows(split, column)
+        if len(missing):
+            first = int(missing[0])
+            uid = f"uid {split.select_columns(['uid'])[first]['uid']}" if "uid" in split.column_names else f"row {first}"
+            hint = (" (a `build-dataset --reports-only` build keeps studies without images: rebuild without it)"
+                    if what == "image" else "")
+            raise ValueError(f"{name}: {len(missing)} of {len(split)} studies in the {split_name!r} split have no "
+                             f"{what} (first: {uid}); training needs an image and a report per study{hint}")
 
 
 def _warn(message: str) -> None:
