@@ -93,7 +93,10 @@ def workspace(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("app")
     rows = make_phantom_openi(30, seed=5, image_size=64)
-    rows = rows.map(lambda row, i: {"view": "AP" if i % 3 == 0 else "PA"}, with_indices=True)
+    # some AP views; every fourth study's findings unknown (finding_labels None, as a reports-only or unlabelled row)
+    rows = rows.map(lambda row, i: {"view": "AP" if i % 3 == 0 else "PA",
+                                    "finding_labels": None if i % 4 == 1 else row["finding_labels"]},
+                    with_indices=True, features=rows.features)
     tokenizer = build_wordpiece_tokenizer(rows["report"], root / "tok", vocab_size=300)
     config = CxrMtClipConfig.from_registry("demo", vocab_size=len(tokenizer))
     torch.manual_seed(0)
@@ -111,6 +114,7 @@ class SearchSpy:
 
     def __init__(self):
         self.images = self.reports = 0
+        self.at_start = None
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +123,7 @@ def server(workspace, network_guard):
     from cxr_mtclip.retrieval import RetrievalIndex
     from cxr_mtclip.retrieval.app import build_demo, launch_kwargs
 
-    index = RetrievalIndex.load(workspace.index, model=workspace.model_dir)
     spy = SearchSpy()
-    search = index.search
-
-    def failing_search(*args, **kwargs):
-        if kwargs.get("text") == "boom":
-            raise RuntimeError("secret internal detail /srv/index/path")
-        return search(*args, **kwargs)
-
-    index.search = failing_search
     image_fn, text_fn = CxrMtClipModel.get_image_features, CxrMtClipModel.get_text_features
 
     def count_image(model, pixel_values, *a, **k):
@@ -140,10 +135,20 @@ def server(workspace, network_guard):
         return text_fn(model, input_ids, *a, **k)
 
     CxrMtClipModel.get_image_features, CxrMtClipModel.get_text_features = count_image, count_text
+    index = RetrievalIndex.load(workspace.index, model=workspace.model_dir)
+    search = index.search
+
+    def failing_search(*args, **kwargs):
+        if kwargs.get("text") == "boom":
+            raise RuntimeError("secret internal detail /srv/index/path")
+        return search(*args, **kwargs)
+
+    index.search = failing_search
     port = free_port()
     demo = build_demo(index)
     demo.launch(**launch_kwargs(port=port, max_file_size=MAX_UPLOAD, body_timeout_s=BODY_TIMEOUT_S),
                 prevent_thread_lock=True)
+    spy.at_start = (spy.images, spy.reports)  # loading the folder and starting the app embed nothing
     try:
         yield SimpleNamespace(url=demo.local_url, port=port, demo=demo, index=index, spy=spy)
     finally:
@@ -190,10 +195,10 @@ def files(tmp_path_factory):
                            big=root / "big.png", dicom=root / "1.2.840.99999.1")
 
 
-def search(client, file=None, report="", mode="auto", k=5, label="any", view=()):
+def search(client, file=None, report="", mode="auto", k=5, label="any", view=(), findings=()):
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(file)) if file else None, report, mode, k, label, list(view),
+    return client.predict(handle_file(str(file)) if file else None, report, mode, k, label, list(view), list(findings),
                           api_name="/search")
 
 
@@ -229,6 +234,14 @@ def test_text_query_finds_images_without_embedding_the_gallery(client, server, w
         assert Path(item["image"]).is_file()
         assert hit["label"] in item["caption"] and f"{hit['score']:.3f}" in item["caption"] and hit["report"] in item["caption"]
     assert "cosine similarity between your report and each image" in score_note and not notice
+
+
+def test_startup_and_image_queries_embed_only_the_query(client, server, files):
+    assert server.spy.at_start == (0, 0)  # the gallery's vectors come from the folder
+    for file, report, expected in [(files.q8, "", (1, 0)), (files.jpg, "cardiomegaly", (1, 1))]:
+        server.spy.images = server.spy.reports = 0
+        *_, results = search(client, file=file, report=report, k=5)
+        assert (server.spy.images, server.spy.reports) == expected and len(results["hits"]) == 5
 
 
 def test_16bit_png_query_is_shown_windowed_not_white(client, files):
@@ -296,6 +309,22 @@ def test_filters_return_k_matching_rows(client, workspace):
     assert all(h["label"] == "abnormal" and h["view"] == "AP" for h in results["hits"])
 
 
+def test_the_findings_box_returns_only_studies_with_that_finding(client, workspace):
+    from collections import Counter
+
+    names = workspace.rows.features["finding_labels"].feature.names
+    labels = workspace.rows["finding_labels"]
+    assert sum(v is None for v in labels) >= 5  # studies whose findings are unknown
+    finding = Counter(names[i] for v in labels if v for i in v).most_common(1)[0][0]
+    carriers = {uid for uid, v in zip(workspace.rows["uid"], labels) if v and names.index(finding) in v}
+    assert 2 <= len(carriers) < 10
+    *_, results = search(client, report="effusion", k=10, findings=[finding])
+    # every carrier and nothing else: a study of unknown findings is not a match, nor one without the finding
+    assert {h["uid"] for h in results["hits"]} == carriers
+    assert all(h["finding_labels"] and finding in h["finding_labels"] for h in results["hits"])
+    assert results["filters"] == {"finding_labels": [finding]}
+
+
 def test_bad_file_and_missing_input_are_plain_messages(client, files):
     from gradio_client.exceptions import AppError
 
@@ -344,9 +373,9 @@ def upload_head(length: str, ctype: str = f"multipart/form-data; boundary={BOUND
     return ["POST /gradio_api/upload HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {ctype}", f"Content-Length: {length}"]
 
 
-def raw_request(port: int, head: list[str], body: bytes = b"", timeout: float = 2.0) -> int | None:
+def raw_request(port: int, head: list[str], body: bytes = b"", timeout: float = 1.0) -> int | None:
     """Send a raw request; the status, or None if the server closed without one. Fails if nothing comes back
-    within `timeout` (a hung request)."""
+    within `timeout` (a hung request; issue 17 asks for a 4xx within a second)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         try:
@@ -370,7 +399,8 @@ def raw_request(port: int, head: list[str], body: bytes = b"", timeout: float = 
 ], ids=["cl-minus-1", "cl-abc", "cl-twice", "bad-chunk", "garbage-line", "not-multipart", "stalled-body",
         "huge-cl-no-body", "join-bad-json"])
 def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(server, head, body, expected):
-    assert raw_request(server.port, head, body) == expected
+    # a stalled body is answered once the body timeout (BODY_TIMEOUT_S here, 5 s by default) has passed
+    assert raw_request(server.port, head, body, timeout=1.0 + (BODY_TIMEOUT_S if expected == 408 else 0)) == expected
     assert urllib.request.urlopen(server.url, timeout=3).status == 200
 
 
@@ -650,6 +680,31 @@ def test_browser_phone_width(browser, server, files):
     assert all("score" in c and "·" in c and len(c.splitlines()) >= 2 for c in captions)  # label, score AND report
     browser.save_screenshot(str(ARTIFACTS / "app_phone_390_viewport.png"))
     full_page_shot(browser, "app_phone_390_full.png")
+
+
+@pytest.mark.browser
+def test_browser_findings_filter(browser, server, workspace):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    names = workspace.rows.features["finding_labels"].feature.names
+    labels = workspace.rows["finding_labels"]
+    finding = max(names, key=lambda n: sum(1 for v in labels if v and names.index(n) in v))
+    carriers = {uid for uid, v in zip(workspace.rows["uid"], labels) if v and names.index(finding) in v}
+    open_page(browser, server)
+    box = browser.find_element(By.CSS_SELECTOR, "#filter-finding_labels input")
+    assert "Findings" in browser.find_element(By.ID, "filter-finding_labels").text
+    box.click()
+    box.send_keys(finding.replace("_", " "))  # the box shows the finding in words
+    box.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 10).until(
+        lambda d: finding.replace("_", " ") in d.find_element(By.ID, "filter-finding_labels").text)
+    browser.find_element(By.CSS_SELECTOR, "#report textarea").send_keys("effusion")
+    browser.execute_script("document.activeElement.blur()")
+    captions = search_and_wait(browser, len(carriers))
+    assert {c.split(" · ")[2].split(" ")[0].split("\n")[0] for c in captions} == carriers, captions
+    full_page_shot(browser, "app_findings_filter.png")
 
 
 @pytest.mark.browser

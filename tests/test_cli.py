@@ -138,6 +138,46 @@ def test_search_text_and_image(workspace, index_folder, capsys, tmp_path):
     assert code == 2 and "expected COLUMN=VALUE" in err
 
 
+def test_search_by_finding_embeds_only_the_query(workspace, index_folder, capsys, monkeypatch):
+    """`--filter finding_labels=NAME` returns exactly the studies carrying that finding (unknown findings, None, never
+    match); the gallery's vectors come from the folder: one report is embedded, no image; a near-miss name is one
+    line suggesting the right one."""
+    from collections import Counter
+
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(workspace / "data"))["test"]
+    names = test.features["finding_labels"].feature.names
+    labels = test["finding_labels"]
+    finding = Counter(names[i] for v in labels if v for i in v).most_common(1)[0][0]
+    carriers = {uid for uid, v in zip(test["uid"], labels) if v and names.index(finding) in v}
+    assert 0 < len(carriers) < len(test)
+    seen = {"images": 0, "reports": 0}
+    image_fn, text_fn = CxrMtClipModel.get_image_features, CxrMtClipModel.get_text_features
+
+    def count_image(model, pixel_values, *a, **k):
+        seen["images"] += int(pixel_values.shape[0])
+        return image_fn(model, pixel_values, *a, **k)
+
+    def count_text(model, input_ids, *a, **k):
+        seen["reports"] += int(input_ids.shape[0])
+        return text_fn(model, input_ids, *a, **k)
+
+    monkeypatch.setattr(CxrMtClipModel, "get_image_features", count_image)
+    monkeypatch.setattr(CxrMtClipModel, "get_text_features", count_text)
+    code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter",
+                          f"finding_labels={finding}", "-k", "50", "--json"], capsys)
+    assert code == 0, err
+    hits = json.loads(out)["results"]
+    assert {h["uid"] for h in hits} == carriers and all(finding in h["finding_labels"] for h in hits)
+    assert seen == {"images": 0, "reports": 1}
+    code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter",
+                          "finding_labels=effusion"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("cxr-mtclip")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "unknown label 'effusion' (did you mean 'pleural_effusion'?)" in errors[0]
+
+
 def test_evaluate(workspace, capsys, tmp_path):
     code, out, err = run(["evaluate", "--dataset", str(workspace / "data"), "--split", "test",
                           "--model", f"tiny={workspace / 'model'}", "--output-dir", str(tmp_path / "ev"),

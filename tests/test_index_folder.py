@@ -213,6 +213,20 @@ def test_vectors_that_are_not_unit_length_are_refused(tmp_path, capsys):
     assert not (tmp_path / "i").exists()
 
 
+def test_the_unit_norm_check_names_nan_infinite_and_overflowing_rows():
+    from cxr_mtclip.retrieval.index import check_unit_norm
+
+    vectors = np.eye(4, dtype=np.float32)
+    check_unit_norm(vectors)
+    for row, value, message in [(2, np.nan, r"NaN or infinite values in row\(s\) \[12\]"),
+                                (3, -np.inf, r"NaN or infinite values in row\(s\) \[13\]"),
+                                (1, 1e30, r"1 vector\(s\) are not unit length \(L2 norms inf\.\.inf, first at row\(s\) \[11\]")]:
+        bad = vectors.copy()
+        bad[row, 1] = value
+        with pytest.raises(ValueError, match=message):
+            check_unit_norm(bad, first_row=10)
+
+
 def test_truncated_or_replaced_index_file_is_named(tmp_path, flat_folder):
     folder = tmp_path / "copy"
     shutil.copytree(flat_folder, folder)
@@ -251,7 +265,7 @@ def test_a_manifest_from_another_index_folder_is_refused(tmp_path, flat_folder, 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_add_then_search_finds_the_new_study(tmp_path, saved_model, phantoms, kind):
     _, model, processor = saved_model
-    params = {"nlist": 2, "nprobe": 2} if kind == "ivf" else {}
+    params = {"nlist": 4, "nprobe": 1} if kind == "ivf" else {}  # one cell probed: the new vector sits in its own
     folder = tmp_path / "idx"
     RetrievalIndex.build(model, processor, phantoms.select(range(30)), kind=kind, show_progress=False, **params).save(
         folder, show_progress=False)

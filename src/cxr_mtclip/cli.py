@@ -543,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-modal (default): image -> reports, report -> images; paper: against whole studies")
     p.add_argument("-k", type=_positive_int, default=5, help="number of results")
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
-                   help="only rows with this value, e.g. label=abnormal or view=PA (repeat a column for any of several)")
+                   help="only rows with this value, e.g. label=abnormal, view=PA or finding_labels=pleural_effusion "
+                        "(a list column: rows holding the value; repeat a column for any of several)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     add("evaluate", cmd_evaluate, "Embed, index and compute every metric for each model (the flags of "

@@ -60,6 +60,8 @@ LABEL_CHOICES = [("Any", "any"), ("Normal only", "normal"), ("Abnormal only", "a
 MAX_K = 50
 MAX_FILTER_CHOICES = 64  # a metadata column with more distinct values gets no filter box
 _NOT_FILTER_BOXES = {"uid", "report", "findings", "impression", "image_file", "mesh", "label", "source"}
+FILTER_BOX_LABELS = {"view": "View (any if empty)",
+                     "finding_labels": "Findings (studies with any of these; any study if empty)"}
 THUMBNAIL_PX = 256
 APP_CSS = """
 #notice {border-left: 4px solid #d97706; background: #fff7ed; padding: .4em .8em}
@@ -68,8 +70,11 @@ APP_CSS = """
 #results .thumbnail-item {display: flex; flex-direction: column; height: auto; aspect-ratio: auto}
 #results .thumbnail-item img {aspect-ratio: 1 / 1; height: auto}
 #results .caption-label {position: static; max-width: none; white-space: pre-line; opacity: 1; border: none;
-  font-size: var(--text-sm); display: -webkit-box; -webkit-line-clamp: 5; -webkit-box-orient: vertical}
+  font-size: var(--text-sm); display: -webkit-box; -webkit-line-clamp: 5; -webkit-box-orient: vertical;
+  padding-bottom: 0; border-bottom: var(--block-label-padding) solid transparent}
 """
+# line-clamp clips at the padding edge: a bottom padding would show the top of the 6th line under the "..."; a
+# transparent bottom border keeps the spacing outside the clip
 # The caption and 2-column rules use gradio's internal class names (.caption-label, .thumbnail-item,
 # .grid-container); tests/test_app.py's phone-width check fails if an upgrade renames them.
 
@@ -96,6 +101,8 @@ def decode_upload(source: Any, name: str | None = None) -> Image.Image:
             raise UserInputError(f"{label}: the file is empty") from None
         if is_dicom_bytes(head) or label.lower().endswith((".dcm", ".dicom")):
             raise UserInputError(f"{label}: not a readable DICOM image ({detail})") from None
+        if detail.startswith("not an image format"):  # open_image names its libraries; a user needs the formats
+            raise UserInputError(f"{label}: not a readable image (expected PNG, JPEG or DICOM)") from None
         raise UserInputError(f"{label}: not a readable image (expected PNG, JPEG or DICOM): {detail}") from None
 
 
@@ -283,8 +290,9 @@ def build_demo(index: RetrievalIndex, *, title: str = "Chest X-ray image ↔ rep
                 k = gr.Slider(1, MAX_K, value=5, step=1, label="How many results (top-k)", elem_id="k")
                 label = gr.Radio(LABEL_CHOICES, value="any", label="Label", elem_id="label-filter",
                                  visible=has_label)
-                selectors = [gr.Dropdown(values, multiselect=True, value=[], label=f"{column} (any if empty)",
-                                         elem_id=f"filter-{_param_name(column)}") for column, values in boxes.items()]
+                selectors = [gr.Dropdown([(_plain(v), v) for v in values], multiselect=True, value=[],
+                                         label=_filter_label(column), elem_id=f"filter-{_param_name(column)}")
+                             for column, values in boxes.items()]
                 button = gr.Button("Search", variant="primary", elem_id="search")
         notice = gr.Markdown("", elem_id="notice", label="Notice")
         note = gr.Markdown("", elem_id="score-note", label="What the score means")
@@ -303,6 +311,15 @@ def build_demo(index: RetrievalIndex, *, title: str = "Chest X-ray image ↔ rep
 def _param_name(column: str) -> str:
     name = "".join(ch if ch.isalnum() else "_" for ch in column)
     return name if name and not name[0].isdigit() else f"f_{name}"
+
+
+def _plain(value: str) -> str:
+    """A column value or name as words ("pleural_effusion" -> "pleural effusion"); the API keeps the value."""
+    return value.replace("_", " ")
+
+
+def _filter_label(column: str) -> str:
+    return FILTER_BOX_LABELS.get(column) or f"{_plain(column).capitalize()} (any if empty)"
 
 
 def _images(results: SearchResults) -> list[Any]:

@@ -122,7 +122,8 @@ def _value_set(column: str, feature: Any, values: list[Any]) -> Any:
         for value in values:
             if isinstance(value, str):
                 if value not in feature.names:
-                    raise ValueError(f"filter on {column!r}: unknown label {value!r}; expected one of {feature.names}")
+                    raise ValueError(f"filter on {column!r}: unknown label {value!r}{_did_you_mean(value, feature.names)}; "
+                                     f"expected one of {feature.names}")
                 ids.append(feature.str2int(value))
             elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < feature.num_classes:
                 ids.append(int(value))
@@ -133,6 +134,17 @@ def _value_set(column: str, feature: Any, values: list[Any]) -> Any:
         return pa.array(values).cast(feature.pa_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise ValueError(f"filter on {column!r}: {values!r} do not fit the column's type {feature.dtype} ({err})") from err
+
+
+def _did_you_mean(value: str, names: list[str]) -> str:
+    """" (did you mean 'pleural_effusion'?)" for 'effusion' or 'Pleural Effusion'; "" when nothing is close."""
+    import difflib
+
+    key = value.strip().lower().replace(" ", "_").replace("-", "_")
+    close = [n for n in names if n.lower() == key]
+    close = close or [n for n in names if key and key in n.lower()]
+    close = close or difflib.get_close_matches(key, names, n=3, cutoff=0.75)
+    return f" (did you mean {' or '.join(repr(n) for n in close[:3])}?)" if close else ""
 
 
 def filtered_search(
