@@ -162,9 +162,9 @@ def test_cli_indexes_the_archive_and_no_identifying_dicom_element_leaks(tmp_path
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(root / "pacs" / "noview.dcm"), "-k", "5",
                  "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["protocol"] == "cross-modal" and len(payload["results"]) == 3  # the three studies with a report
+    assert payload["protocol"] == "cross-modal" and len(payload["hits"]) == 3  # the three studies with a report
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "effusion", "--filter", "site=north", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)["results"]
+    hits = json.loads(capsys.readouterr().out)["hits"]
     assert sorted(h["image_file"] for h in hits) == ["pacs/study1/IM0001", "pngs/p16.png"]
 
     secrets = [value for value in IDENTIFYING_ELEMENTS.values()] + [STUDY_UID]
@@ -175,3 +175,68 @@ def test_cli_indexes_the_archive_and_no_identifying_dicom_element_leaks(tmp_path
         for path, blob in blobs.items():
             assert secret.encode() not in blob, f"{secret!r} found in {path}"
         assert secret not in json.dumps(payload) and secret not in json.dumps(hits)
+
+
+def test_a_metadata_row_of_an_unreadable_file_is_skipped_once_for_its_real_reason(tmp_path):
+    """A corrupt PNG named in metadata.csv is `unreadable_image`, not also `metadata_without_file` (the file is
+    there); only a row naming an absent file is `metadata_without_file` (newcomer report, session 3)."""
+    from cxr_mtclip.data.archive import load_archive
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    Image.fromarray(np.full((32, 32), 120, np.uint8)).save(root / "ok.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    (root / "metadata.csv").write_text("file_name,report,label\nok.png,Clear lungs.,normal\n"
+                                       "corrupt.png,Effusion.,abnormal\nabsent.png,Nothing.,normal\n")
+    result = load_archive(root, show_progress=False)
+    reasons = sorted((item.path, item.reason) for item in result.skipped)
+    assert reasons == [("absent.png", "metadata_without_file"), ("corrupt.png", "unreadable_image")]
+    assert "metadata_without_file=1, unreadable_image=1" in result.summary()
+
+
+def _tiny_model_folder(tmp_path: Path) -> Path:
+    from cxr_mtclip import CxrMtClipConfig, CxrMtClipModel, CxrMtClipProcessor, build_wordpiece_tokenizer
+
+    tokenizer = build_wordpiece_tokenizer(["heart size normal", "small left pleural effusion"], tmp_path / "tok",
+                                          vocab_size=200)
+    config = CxrMtClipConfig.from_registry("tiny", vocab_size=len(tokenizer))
+    torch.manual_seed(0)
+    CxrMtClipModel(config).save_pretrained(tmp_path / "model")
+    CxrMtClipProcessor.from_config(config, tokenizer).save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_an_archive_without_reports_finds_similar_xrays(tmp_path, capsys):
+    """Images alone (no metadata file): the index says what works; the default image search names the way out;
+    `--mode similar-images` (and the app's automatic choice) find the closest X-rays, the query's own file first."""
+    from cxr_mtclip.cli import main
+    from cxr_mtclip.retrieval import RetrievalIndex
+    from cxr_mtclip.retrieval.app import resolve_mode
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(root / f"x{i}.png")
+    model = _tiny_model_folder(tmp_path)
+    assert main(["index", "--images", str(root), "--model", str(model), "--out", str(tmp_path / "idx")]) == 0
+    out = capsys.readouterr().out
+    assert "no study has a report" in out and "--mode similar-images" in out
+    assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(root / "x2.png")]) == 2
+    err = capsys.readouterr().err
+    assert "'text_embeds' index, which this index folder does not have" in err and "--mode similar-images" in err
+    assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(root / "x2.png"), "--mode",
+                 "similar-images", "--json", "-k", "4"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["index"] == "image_embeds" and payload["hits"][0]["image_file"] == "x2.png"
+    assert payload["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "x", "--image", str(root / "x2.png"),
+                 "--mode", "similar-images"]) == 2
+    assert "takes --image only" in capsys.readouterr().err
+    # the app: "Automatic" with an image alone falls back to similar X-rays on a gallery without reports
+    index = RetrievalIndex.load(tmp_path / "idx", model=str(model))
+    assert resolve_mode("auto", True, False, index.index_names) == ("cross-modal", None, "image_embeds")
+    assert resolve_mode("auto", True, False, ["image_embeds", "text_embeds"]) == ("cross-modal", None, None)
+    assert resolve_mode("image_to_image", True, True, index.index_names) == ("cross-modal", "text", "image_embeds")
+    hits = index.search(image=root / "x1.png", k=1, index_name="image_embeds")
+    assert hits.records[0]["image_file"] == "x1.png"

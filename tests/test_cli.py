@@ -116,9 +116,9 @@ def test_search_text_and_image(workspace, index_folder, capsys, tmp_path):
                          capsys)  # the model comes from the manifest
     assert code == 0, err
     payload = json.loads(out)
-    assert len(payload["results"]) == 3 and "SYNTHETIC" in payload["data"]
-    assert payload["protocol"] == "cross-modal" and payload["searched"] == "image_embeds"
-    assert {"uid", "label", "score", "report"} <= set(payload["results"][0])
+    assert len(payload["hits"]) == 3 and "SYNTHETIC" in payload["data"]
+    assert payload["protocol"] == "cross-modal" and payload["index"] == "image_embeds"
+    assert {"uid", "label", "score", "report"} <= set(payload["hits"][0])
     image_path = tmp_path / "query.png"
     test[0]["image"].save(image_path)
     code, out, err = run(["search", "--index", str(index_folder), "--model", str(workspace / "model"),
@@ -128,7 +128,7 @@ def test_search_text_and_image(workspace, index_folder, capsys, tmp_path):
     assert "rank" in out and "SYNTHETIC" in out and "protocol: paper (study query vs fused_embeds)" in out
     code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter", "label=normal",
                           "-k", "50", "--json"], capsys)
-    hits = json.loads(out)["results"]
+    hits = json.loads(out)["hits"]
     assert code == 0 and len(hits) == test["label"].count(0) and {h["label"] for h in hits} == {"normal"}
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")
@@ -168,7 +168,7 @@ def test_search_by_finding_embeds_only_the_query(workspace, index_folder, capsys
     code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter",
                           f"finding_labels={finding}", "-k", "50", "--json"], capsys)
     assert code == 0, err
-    hits = json.loads(out)["results"]
+    hits = json.loads(out)["hits"]
     assert {h["uid"] for h in hits} == carriers and all(finding in h["finding_labels"] for h in hits)
     assert seen == {"images": 0, "reports": 1}
     code, out, err = run(["search", "--index", str(index_folder), "--text", "effusion", "--filter",

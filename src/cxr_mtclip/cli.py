@@ -268,6 +268,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"... and {len(skipped) - _SHOW_SKIPPED} more skipped files")
     kinds = ", ".join(f"{name} ({meta['kind']}, {meta['num_vectors']} vectors)" for name, meta in index.manifest.indexes.items())
     print(f"index folder {args.out}: {len(index.rows)} rows; indexes: {kinds}; {index.manifest.data_note}")
+    names = index.index_names
+    if "image_embeds" in names and "text_embeds" not in names:
+        print("note: no study has a report, so there are no reports to find: a report query finds X-rays, and an "
+              "image query finds similar X-rays with `search --mode similar-images` (or 'Find similar X-rays' in "
+              "the app)")
+    elif "text_embeds" in names and "image_embeds" not in names:
+        print("note: no study has an image, so only image queries (finding reports) work on this index")
     return 0
 
 
@@ -352,27 +359,37 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise CliError(f"{err}; --image takes a PNG, JPEG or DICOM file") from None
     filters = _parse_filters(args.filter)
     index = _open_index(args.index, args.model, filters)
-    results = index.search(image=args.image, text=args.text, k=args.k, mode=args.mode, filters=filters,
-                           with_images=False)
+    mode, index_name = args.mode, None
+    if mode == "similar-images":  # an X-ray against the gallery's X-rays (an archive indexed without reports)
+        if args.image is None or args.text is not None:
+            raise CliError("--mode similar-images takes --image only (it finds the X-rays closest to it)")
+        mode, index_name = "cross-modal", "image_embeds"
+    results = index.search(image=args.image, text=args.text, k=args.k, mode=mode, filters=filters,
+                           with_images=False, index_name=index_name)
     note = index.manifest.data_note
     if args.json:
+        # the app's JSON (retrieval/app.py), plus the folder and what the score is
         print(json.dumps({
-            "data": note, "index": str(args.index), "protocol": results.mode, "mode": results.mode,
-            "query": results.query, "searched": results.index_name, "k": args.k, "filters": filters,
-            "truncated": results.truncated, "score": "cosine similarity (-1..1)", "results": results.records,
+            "mode": results.mode, "protocol": results.mode, "query": results.query, "index": results.index_name,
+            "k": args.k, "filters": filters, "truncated": results.truncated, "data": note,
+            "index_folder": str(args.index), "score": "cosine similarity (-1..1)", "hits": results.records,
         }, indent=2))
         return 0
     print(f"# {note}; protocol: {results.mode} ({results.query} query vs {results.index_name}); "
           "score = cosine similarity")
     if results.truncated:
         print(f"# the report has {results.query_tokens} tokens; the model read only the first {results.max_tokens}")
-    print(f"{'rank':>4}  {'uid':>12}  {'label':<9} {'score':>8}  report")
-    for hit in results.records:
-        report = str(hit.get("report") or "")
+    uids = [str(hit.get("uid", hit["row"])) for hit in results.records]
+    width = max([12, *map(len, uids)])  # long archive uids keep the columns aligned
+    print(f"{'rank':>4}  {'uid':<{width}}  {'label':<9} {'score':>8}  report")
+    for hit, uid in zip(results.records, uids):
+        report = str(hit.get("report") or "(no report)")
         report = report if len(report) <= 90 else report[:87] + "..."
-        print(f"{hit['rank']:>4}  {str(hit.get('uid', hit['row'])):>12}  {str(hit.get('label')):<9} {hit['score']:>8.4f}  {report}")
+        label = "-" if hit.get("label") is None else str(hit["label"])
+        print(f"{hit['rank']:>4}  {uid:<{width}}  {label:<9} {hit['score']:>8.4f}  {report}")
     if len(results) < args.k:
-        print(f"# only {len(results)} rows match" + (f" the filters {filters}" if filters else ""))
+        print(f"# only {len(results)} {'row matches' if len(results) == 1 else 'rows match'}"
+              + (f" the filters {filters}" if filters else ""))
     return 0
 
 
@@ -539,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the model the index was built with (default: the one its manifest names)")
     p.add_argument("--image", type=Path, help="PNG, JPEG or DICOM file")
     p.add_argument("--text", help="a report")
-    p.add_argument("--mode", default="cross-modal", choices=["cross-modal", "paper"],
-                   help="cross-modal (default): image -> reports, report -> images; paper: against whole studies")
+    p.add_argument("--mode", default="cross-modal", choices=["cross-modal", "paper", "similar-images"],
+                   help="cross-modal (default): image -> reports, report -> images; paper: against whole studies; "
+                        "similar-images: image -> the closest X-rays (works without reports)")
     p.add_argument("-k", type=_positive_int, default=5, help="number of results")
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
                    help="only rows with this value, e.g. label=abnormal, view=PA or finding_labels=pleural_effusion "

@@ -252,7 +252,9 @@ def load_archive(
         if made[0]:
             raise
         dataset = None  # datasets refuses an empty generator ("corresponds to no data")
-    for rel in sorted(set(metadata) - used_metadata):
+    present = {path.relative_to(root).as_posix() for path in files}
+    # a row naming a file that is there but was skipped (unreadable, another image of its study...) has its reason
+    for rel in sorted(set(metadata) - used_metadata - present):
         skip(rel, METADATA_WITHOUT_FILE, f"{metadata[rel].where}: names {rel}, which is not in the archive")
     if dataset is None or len(dataset) == 0:
         reasons = Counter(s.reason for s in skipped)

@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check / telemetry calls to the internet
@@ -54,6 +55,7 @@ MODE_CHOICES = [
     ("Find reports for this image", "image_to_text"),
     ("Find images for this report", "text_to_image"),
     ("Find similar studies (image and report together)", "fused"),
+    ("Find similar X-rays (this image against the gallery's images)", "image_to_image"),
     ("Compare with whole studies (the paper's protocol: scores run high)", "paper"),
 ]
 LABEL_CHOICES = [("Any", "any"), ("Normal only", "normal"), ("Abnormal only", "abnormal")]
@@ -131,37 +133,50 @@ def _placeholder(size: int = 96) -> Image.Image:
     return image
 
 
-def resolve_mode(mode: str, has_image: bool, has_text: bool) -> tuple[str, str | None]:
-    """(RetrievalIndex mode, what to leave out: "text", "image" or None) for the page's plain-words choice."""
+def resolve_mode(mode: str, has_image: bool, has_text: bool,
+                 index_names: Sequence[str] = ("image_embeds", "text_embeds", "fused_embeds"),
+                 ) -> tuple[str, str | None, str | None]:
+    """(RetrievalIndex mode, what to leave out: "text", "image" or None, the index to search or None for the
+    mode's) for the page's plain-words choice. "Automatic" with an image alone finds similar X-rays when the gallery
+    has no reports (an archive indexed without a metadata file)."""
     if not has_image and not has_text:
         raise UserInputError("Upload a chest X-ray or type a report to search.")
+    if mode == "image_to_image":
+        if not has_image:
+            raise UserInputError("'Find similar X-rays' needs an image: upload one, or pick another option.")
+        if "image_embeds" not in index_names:
+            raise UserInputError("This gallery has no image index, so it cannot find similar X-rays.")
+        return "cross-modal", "text" if has_text else None, "image_embeds"
     if mode == "auto":
-        return "cross-modal", None
+        if has_image and not has_text and "text_embeds" not in index_names and "image_embeds" in index_names:
+            return "cross-modal", None, "image_embeds"  # no reports to find: similar X-rays instead
+        return "cross-modal", None, None
     if mode == "paper":
-        return "paper", None
+        return "paper", None, None
     if mode == "image_to_text":
         if not has_image:
             raise UserInputError("'Find reports for this image' needs an image: upload one, or pick another option.")
-        return "cross-modal", "text" if has_text else None
+        return "cross-modal", "text" if has_text else None, None
     if mode == "text_to_image":
         if not has_text:
             raise UserInputError("'Find images for this report' needs a report: type one, or pick another option.")
-        return "cross-modal", "image" if has_image else None
+        return "cross-modal", "image" if has_image else None, None
     if mode == "fused":
         if not (has_image and has_text):
             raise UserInputError("'Find similar studies' needs both an image and a report.")
-        return "cross-modal", None
+        return "cross-modal", None, None
     raise UserInputError(f"unknown search option {mode!r}; expected one of {[v for _, v in MODE_CHOICES]}")
 
 
 def score_note(results: SearchResults) -> str:
     """One line on what the score of this search means."""
-    what = {"image": ("your image", "each report"), "text": ("your report", "each image"),
-            "study": ("your image + report", "each study (image + report)"), "embedding": ("your query", "each row")}
-    query, target = what[results.query]
+    query = {"image": "your image", "text": "your report", "study": "your image + report",
+             "embedding": "your query"}[results.query]
+    target = {"image_embeds": "each image", "text_embeds": "each report",
+              "fused_embeds": "each study (image + report)"}.get(results.index_name, "each row")
     if results.mode == "paper":
         target = "each whole study (image + report averaged)"
-    cross = results.query in ("image", "text") and results.index_name in ("image_embeds", "text_embeds")
+    cross = ((results.query, results.index_name) in (("image", "text_embeds"), ("text", "image_embeds")))
     typical = ("an image and a report are different kinds of data, so even good matches score low (about 0.3-0.5 "
                "for a trained model)" if cross else "same-kind and whole-study comparisons score high (0.9 and above is common)")
     return (f"**Score** = cosine similarity between {query} and {target}, from -1 to 1 (higher is closer); "
@@ -226,7 +241,7 @@ def build_demo(index: RetrievalIndex, *, title: str = "Chest X-ray image ↔ rep
         report = (report or "").strip()
         try:
             image = decode_upload(file_path) if file_path else None
-            resolved, leave_out = resolve_mode(mode, image is not None, bool(report))
+            resolved, leave_out, index_name = resolve_mode(mode, image is not None, bool(report), index.index_names)
             k = int(k)
             if not 1 <= k <= MAX_K:
                 raise UserInputError(f"top-k must be between 1 and {MAX_K}")
@@ -241,7 +256,7 @@ def build_demo(index: RetrievalIndex, *, title: str = "Chest X-ray image ↔ rep
             try:
                 results = index.search(image=None if leave_out == "image" else image,
                                        text=None if leave_out == "text" or not report else report,
-                                       k=k, mode=resolved, filters=filters)
+                                       k=k, mode=resolved, filters=filters, index_name=index_name)
             except ValueError as err:
                 raise UserInputError(str(err)) from None
             hits = len(results)

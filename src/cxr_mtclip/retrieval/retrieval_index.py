@@ -351,11 +351,17 @@ class RetrievalIndex:
         return self.search(image=image, text=report, k=k, **kwargs)
 
     def _require_index(self, name: str, kind: str, mode: str) -> None:
-        if name not in self.indexes:
-            raise ValueError(
-                f"{kind} queries in mode '{mode}' search the '{name}' index, which this index folder does not have "
-                f"(it has {self.index_names}); rebuild it with that column or pick another mode"
-            )
+        if name in self.indexes:
+            return
+        if kind == "image" and name != "image_embeds" and "image_embeds" in self.indexes:
+            # an archive without reports: image queries can still find similar images
+            fix = ("search similar X-rays with index_name='image_embeds' (CLI: --mode similar-images; app: "
+                   "'Find similar X-rays')")
+        else:
+            needs = {"text_embeds": "reports", "image_embeds": "images", "fused_embeds": "an image and a report"}
+            fix = f"it needs studies with {needs.get(name, name)}: rebuild it with that column, or search another way"
+        raise ValueError(f"{kind} queries in mode '{mode}' search the '{name}' index, which this index folder does "
+                         f"not have (it has {self.index_names}); {fix}")
 
     def _embed_query(self, image: Any, text: str | None, kind: str) -> np.ndarray:
         if self.model is None:
