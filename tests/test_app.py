@@ -450,7 +450,7 @@ def test_port_errors_are_one_line_before_the_index_is_loaded(workspace, tmp_path
         port = busy.getsockname()[1]
         result = cli("serve", "--index", str(broken), "--port", str(port))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"cxr-mtclip serve: error: cannot listen on 127.0.0.1:{port}: already in use"
+    assert result.stderr.strip() == f"cxr-mtclip serve: error: cannot listen on 127.0.0.1:{port}: already in use (another server? pass --port N)"
     result = cli("serve", "--index", str(broken), "--port", str(free_port()))
     assert result.returncode == 2 and "no-such-model" in result.stderr  # with a free port it does load
 

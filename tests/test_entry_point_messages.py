@@ -92,7 +92,7 @@ RETRIEVAL_CASES = [
     (["search", "--index", "idx", "--text", "effusion", "--filter", "label=weird"],
      "filter on 'label': unknown label 'weird'; expected one of ['normal', 'abnormal']"),
     (["serve", "--index", "idx", "--port", "70000"], "--port 70000 is not a TCP port (1-65535)"),
-    (["serve", "--index", "idx", "--port", "{port}"], "cannot listen on 127.0.0.1:{port}: already in use"),
+    (["serve", "--index", "idx", "--port", "{port}"], "cannot listen on 127.0.0.1:{port}: already in use (another server? pass --port N)"),
     (["serve", "--index", "idx", "--max-file-size", "junk"],
      "argument --max-file-size: 'junk' is not a file size; give a whole number and a unit: b, kb, mb, gb or tb "
      "(e.g. 10mb, 500kb) (see cxr-mtclip serve --help)"),

@@ -159,8 +159,13 @@ def test_version(capsys):
      "unrecognized argument --output_dir: did you mean --output-dir?"),
     (["train", "--backbone", "tiny", "--phantoms", "8", "--output_dir", "x", "--lerning_rate", "1"],
      "unrecognized argument --lerning_rate: did you mean --learning_rate?"),
-    (["train", "--backbone", "tiny", "--phantoms", "8", "--output_dir", "x", "--num_train_epoch", "1", "--bf17"],
+    (["train", "--backbone", "tiny", "--phantoms", "8", "--output_dir", "x", "--num_train_epochs", "1", "--bf17"],
      "unrecognized argument --bf17: did you mean --bf16?"),
+    # a prefix of a real flag is a misspelling too, not a silent abbreviation (newcomer report, session 3)
+    (["train", "--backbone", "tiny", "--phantom", "8", "--output_dir", "x"],
+     "unrecognized argument --phantom: did you mean --phantoms?"),
+    (["build-dataset", "--phantom", "8", "--out", "x"], "unrecognized argument --phantom: did you mean --phantoms?"),
+    (["search", "--index", ".", "--imag", "q.png"], "unrecognized argument --imag: did you mean --image?"),
 ])
 def test_misspelt_flags_are_named_with_their_closest_match(capsys, tmp_path, argv, expected):
     code, _, err = run(argv, capsys)

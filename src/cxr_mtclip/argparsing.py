@@ -162,7 +162,9 @@ class SuggestingParserMixin:
         return "unrecognized argument" + ("s " if len(wrong) > 1 else " ") + "; ".join(parts)
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        if message.startswith(("the following arguments are required", "unrecognized arguments")):
+        # a misspelt flag is named first: it is also why a value lands in a positional ("argument source: 8: no
+        # such file", for `build-dataset --phantom 8`) or a required flag seems missing
+        if message.startswith(("the following arguments are required", "unrecognized arguments", "argument ")):
             message = self.unknown_flags_message() or message
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")  # type: ignore[attr-defined]
 
@@ -179,4 +181,5 @@ class CliParser(SuggestingParserMixin, argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # `--phantom 100` is a misspelling to name, not a silent prefix
         super().__init__(*args, **kwargs)

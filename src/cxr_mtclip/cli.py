@@ -444,7 +444,7 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as err:
-            why = "already in use" if err.errno == errno.EADDRINUSE else err.strerror
+            why = "already in use (another server? pass --port N)" if err.errno == errno.EADDRINUSE else err.strerror
             raise CliError(f"cannot listen on {host}:{port}: {why}") from None
 
 
@@ -455,6 +455,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     index = _open_index(args.index, args.model)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # the app's access log
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # "could not load library with AVX512 support": normal
     from .retrieval.app import build_demo, launch_kwargs
 
     demo = build_demo(index)

@@ -382,7 +382,13 @@ def _trainable_line(model: Any) -> str:
 
 
 def _weights_line(config: Any) -> str:
-    return f"bce {config.bce_weight}, supcon {config.supcon_weight}, clip {config.clip_weight}"
+    from ..losses import PAPER_LOSS_WEIGHTS
+
+    line = f"bce {config.bce_weight}, supcon {config.supcon_weight}, clip {config.clip_weight}"
+    paper = " / ".join(f"{value:g}" for value in PAPER_LOSS_WEIGHTS.values())
+    if (config.bce_weight, config.supcon_weight, config.clip_weight) != tuple(PAPER_LOSS_WEIGHTS.values()):
+        line += f": the demo's weights for its tiny random towers, not the paper's {paper} (docs/results.md)"
+    return line
 
 
 def _label(value: Any) -> str:

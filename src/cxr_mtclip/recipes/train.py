@@ -70,7 +70,12 @@ LOSS_CURVES_NAME = "loss_curves.png"
 
 
 class _TrainingFlagParser(SuggestingParserMixin, HfArgumentParser):
-    """transformers' dataclass parser with the CLI's behaviour: defaults once, one-line errors, flag suggestions."""
+    """transformers' dataclass parser with the CLI's behaviour: defaults once, one-line errors, flag suggestions,
+    and no silent prefix matching (`--num_train_epoch` is named as a misspelling of `--num_train_epochs`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def parse_training_args(
