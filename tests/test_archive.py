@@ -82,7 +82,8 @@ def test_mixed_archive_rows_and_skipped_files(tmp_path, dicom_cases):
     detail = {s.path: s.detail for s in result.skipped}
     assert "lateral view; the study's PA image pacs/study1/IM0001 was chosen" in detail["pacs/study1/IM0002"]
     assert detail["pacs/cut.dcm"].startswith("pacs/cut.dcm: pixel data could not be decoded")
-    assert "5 studies; skipped: metadata_without_file=1, no_frontal_image=1" in result.summary()
+    assert ("5 studies, 2 without a report (image-only), 2 without a label; skipped: metadata_without_file=1, "
+            "no_frontal_image=1") in result.summary()
     # the stored 16-bit PNG is the file's own bytes; the DICOM is stored decoded, as PNG
     stored = result.dataset.cast_column("image", __import__("datasets").Image(decode=False))
     by_file = dict(zip(stored["image_file"], stored["image"]))

@@ -99,10 +99,14 @@ class ArchiveResult:
     root: Path = Path(".")
 
     def summary(self) -> str:
-        """One line: studies kept, files skipped per reason."""
+        """One line: studies kept (and how many have no report or no label), files skipped per reason."""
         counts = Counter(s.reason for s in self.skipped)
         skipped = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items())) or "none"
-        return f"{self.root}: {len(self.dataset)} studies; skipped: {skipped}"
+        no_report = sum(1 for r in self.dataset["report"] if not (r or "").strip()) if len(self.dataset) else 0
+        no_label = sum(1 for label in self.dataset["label"] if label is None) if len(self.dataset) else 0
+        details = [f"{n} {what}" for n, what in ((no_report, "without a report (image-only)"),
+                                                 (no_label, "without a label")) if n]
+        return f"{self.root}: " + ", ".join([f"{len(self.dataset)} studies", *details]) + f"; skipped: {skipped}"
 
 
 @dataclass
