@@ -213,6 +213,25 @@ def test_api_is_named_and_documented(client):
     assert len(info["unnamed_endpoints"]) == 0  # the upload preview is private
 
 
+def test_the_plain_http_api_of_docs_retrieval_md(server, files):
+    """The curl recipe of docs/retrieval.md, step by step with urllib: upload, call, read the event stream."""
+    boundary = "cxrboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"q8.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + files.q8.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    upload = urllib.request.Request(f"{server.url}gradio_api/upload", data=body, method="POST",
+                                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    path = json.loads(urllib.request.urlopen(upload, timeout=30).read())[0]
+    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "", "auto", 3, "any", [], []]
+    call = urllib.request.Request(f"{server.url}gradio_api/call/search", data=json.dumps({"data": data}).encode(),
+                                  method="POST", headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(call, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{server.url}gradio_api/call/search/{event_id}", timeout=60).read().decode()
+    assert "event: complete" in stream, stream[:500]
+    outputs = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    results = outputs[4]
+    assert results["query"] == "image" and results["index"] == "text_embeds" and len(results["hits"]) == 3
+
+
 def test_binds_loopback_by_default(server):
     from cxr_mtclip.retrieval.app import launch_kwargs
 
