@@ -1,7 +1,8 @@
 """The search app: a Gradio Blocks page and API over a loaded `RetrievalIndex` (``cxr-mtclip serve``, the Space).
 
 Upload a chest X-ray (PNG, JPEG or DICOM, found by content), type a report, or both; pick what to find in plain
-words (default: reports for an image, images for a report, similar studies for both); set top-k and filters.
+words (default: reports for an image, images for a report, similar studies for both, similar X-rays for an image
+when the gallery has no reports; or one of them explicitly); set top-k and filters.
 Results come back as a gallery (thumbnail, label, score, report) with one line explaining the score, the
 query image as the model sees it, and a notice when the report was cut at the model's context. The same
 search is an API (``/search``) for `gradio_client`::
