@@ -291,6 +291,31 @@ def test_saved_model_reloads_and_reproduces_eval_metrics(trained_run, phantom_sp
     assert logged["eval_cross-modal/image_to_text/accuracy@1"] == results["eval_cross-modal/image_to_text/accuracy@1"]
 
 
+def test_evaluation_uses_every_study_even_with_dataloader_drop_last(trained_run, phantom_splits, tmp_path):
+    """`dataloader_drop_last` keeps contrastive training batches full; transformers applies it to the eval and test
+    loaders too, which left a split smaller than one eval batch without metrics and scored the rest on a prefix
+    (newcomer report, session 3). The metrics must equal those of a run that keeps every batch."""
+    from cxr_mtclip import CxrMtClipProcessor
+
+    out = trained_run["out"]
+    model = AutoModel.from_pretrained(str(out))
+    processor = CxrMtClipProcessor.from_pretrained(str(out))
+    test = phantom_splits["test"]
+    results = {}
+    for drop_last, batch in ((False, 3), (True, 3), (True, 64)):  # 8 studies: a partial last batch; one too-big batch
+        args = CxrMtClipTrainingArguments(output_dir=str(tmp_path), eval_strategy="no", disable_tqdm=True,
+                                          per_device_eval_batch_size=batch, dataloader_drop_last=drop_last,
+                                          dataloader_pin_memory=False)
+        trainer = CxrMtClipTrainer(model=model, args=args, processing_class=processor)
+        prediction = trainer.predict(test)
+        assert prediction.predictions[1].shape[0] == len(test)  # every study embedded
+        assert trainer.args.dataloader_drop_last is drop_last  # the training setting is left as it was
+        results[(drop_last, batch)] = prediction.metrics
+    key = "test_cross-modal/image_to_text/accuracy@1"
+    assert results[(True, 3)][key] == pytest.approx(results[(False, 3)][key])
+    assert results[(True, 64)][key] == pytest.approx(results[(False, 3)][key])
+
+
 def test_output_dir_has_checkpoints_results_plot_and_processor(trained_run):
     out = trained_run["out"]
     assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-10", "checkpoint-20", "checkpoint-30"}

@@ -17,9 +17,10 @@ The search of the loss weights is described in `cxr_mtclip.training.hpo`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -310,6 +311,17 @@ def refuse_data_parallel(n_gpu: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def _keep_last_batch(args: TrainingArguments) -> Iterator[None]:
+    """`args.dataloader_drop_last` off inside the block (the loader built there keeps its last partial batch)."""
+    drop_last = args.dataloader_drop_last
+    args.dataloader_drop_last = False
+    try:
+        yield
+    finally:
+        args.dataloader_drop_last = drop_last
+
+
 class CxrMtClipTrainer(Trainer):
     """Trainer with the paper's two learning rates, per-term loss logging and retrieval evaluation.
 
@@ -321,8 +333,9 @@ class CxrMtClipTrainer(Trainer):
       with a ValueError pointing to `accelerate launch` (:func:`refuse_data_parallel`).
     - `compute_loss`: the model's composite loss; `bce_loss`, `supcon_loss`, `clip_loss` are logged as
       running means next to `loss` at every logging step and as `eval_bce_loss`... in evaluation.
-    - evaluation: :func:`compute_retrieval_metrics` on the collected embeddings, keys like
-      `eval_image_to_text/accuracy@1` (the default `compute_metrics`).
+    - evaluation: :func:`compute_retrieval_metrics` on the collected embeddings of every study (the eval and test
+      loaders keep their last partial batch even with `dataloader_drop_last`), keys like
+      `eval_cross-modal/image_to_text/accuracy@1` (the default `compute_metrics`).
     - `hyperparameter_search`: optuna, seeded TPE, :func:`default_hp_space`, :func:`default_objective`;
       config fields of each trial go to `model_init`, TrainingArguments fields to the arguments.
 
@@ -410,6 +423,17 @@ class CxrMtClipTrainer(Trainer):
         return model
 
     # -- optimiser ------------------------------------------------------------------------------
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """transformers' eval loader, with every study: `dataloader_drop_last` (which keeps contrastive training
+        batches full) would leave the last partial batch, or a split smaller than one batch, out of the metrics."""
+        with _keep_last_batch(self.args):
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """transformers' test loader, with every study (see `get_eval_dataloader`)."""
+        with _keep_last_batch(self.args):
+            return super().get_test_dataloader(test_dataset)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """AdamW over :func:`parameter_groups` (two learning rates, no decay on norms/biases/logit scale)."""
