@@ -399,6 +399,25 @@ def test_filters_return_k_matching_rows_like_brute_force(kind, exact_below, monk
         assert np.mean(recall) >= 0.7, (filters, np.mean(recall))
 
 
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_an_unfiltered_search_returns_k_rows_even_past_the_approximate_beam(kind):
+    """k larger than an HNSW beam (efSearch) or an IVF probe can reach: faiss pads with -1 and the search used to
+    return fewer rows, saying "only N rows match" (newcomer report, session 3). Now the whole gallery, exactly."""
+    rows = filter_rows(300, seed=3)
+    matrix = np.asarray(rows["fused_embeds"], dtype=np.float32)
+    index = RetrievalIndex.build(None, None, rows, kind=kind, index_columns=["fused_embeds"], show_progress=False,
+                                 **({"nlist": 16, "nprobe": 1} if kind == "ivf" else {"ef_search": 16}))
+    query = matrix[7]
+    raw_scores, raw_ids = index.indexes["fused_embeds"].index.search(query[None], 300)
+    assert (raw_ids[0] < 0).any()  # the bare faiss index cannot reach every row with these settings
+    results = index.search(query_embeds=query, index_name="fused_embeds", k=300)
+    assert len(results) == 300 and results.num_candidates == 300
+    order = np.argsort(-(matrix @ query), kind="stable")
+    np.testing.assert_allclose(results.scores, (matrix @ query)[order], atol=1e-5)
+    small = index.search(query_embeds=query, index_name="fused_embeds", k=5)  # within reach: the index answers
+    assert len(small) == 5 and small.row_ids[0] == 7
+
+
 def test_bad_filters_are_named():
     rows = filter_rows(50)
     index = RetrievalIndex.build(None, None, rows, index_columns=["fused_embeds"], show_progress=False)

@@ -164,7 +164,10 @@ def filtered_search(
         if k_eff == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         scores, positions = index.search(query, k_eff)
-        return _keep_found(scores[0], entry.rows_of(positions[0]))
+        scores, found = _keep_found(scores[0], positions[0])
+        if len(found) < k_eff:  # an HNSW beam or IVF probe reached fewer than k vectors (large k): exact instead
+            return _exact(entry, rows, query[0], np.arange(int(index.ntotal)), k_eff)
+        return scores, entry.rows_of(found)
     allowed = entry.positions_mask(np.asarray(row_mask, dtype=bool))
     matching = int(allowed.sum())
     k_eff = min(k, matching)
