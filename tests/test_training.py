@@ -570,3 +570,27 @@ def test_train_script_with_feature_cache_trains_evaluates_and_reuses_the_cache(d
     assert json.loads((cache / "train" / "manifest.json").read_text()) == manifest
     reloaded = CxrMtClipModel.from_pretrained(tmp_path / "run")
     assert isinstance(reloaded, CxrMtClipModel) and result is not None
+
+
+def test_a_card_for_phantoms_with_real_openi_reports_states_the_reports_licence():
+    """Phantom images paired with real OpenI reports (`demo --openi`, `build-dataset --phantoms N SOURCE`): the
+    card said "no patient data were used" and MIT (newcomer report, session 3). The reports are OpenI's."""
+    from huggingface_hub import ModelCard
+
+    from cxr_mtclip.data import make_phantom_openi
+    from cxr_mtclip.model_card import DataDescription, card_provenance, render_model_card
+
+    reports = [{"uid": "11", "findings": "Heart size normal.", "impression": "No acute disease.", "mesh": "normal"},
+               {"uid": "12", "findings": "Small left pleural effusion.", "impression": "", "mesh": "Pleural Effusion/left"}]
+    paired = make_phantom_openi(4, seed=0, image_size=64, reports=reports)
+    templated = make_phantom_openi(4, seed=0, image_size=64)
+    assert card_provenance(templated) == "synthetic"
+    assert card_provenance(DatasetDict(train=paired, test=templated)) == "synthetic-real-reports"
+    card = render_model_card({"test_cross-modal/image_to_text/accuracy@1": 0.5}, config=CxrMtClipConfig(),
+                             hyperparameters={}, data=DataDescription(card_provenance(paired), "phantoms + OpenI reports"),
+                             model_name="m", repo_id="me/m")
+    text = str(card)
+    data = ModelCard(text).data
+    assert data.license == "cc-by-nc-nd-4.0" and "synthetic-data" in data.tags
+    assert "real OpenI reports" in text and "CC BY-NC-ND 4.0" in text
+    assert "no patient data were used" not in text and "trained and evaluated on synthetic phantom images" in text

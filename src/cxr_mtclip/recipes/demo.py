@@ -348,15 +348,14 @@ def _quiet_libraries() -> Iterator[None]:
 def _fine_tuned_card(results: dict[str, Any], trainer: Any, args: Any, config: Any, splits: Any, note: str,
                      folder: Path) -> Any:
     """The model card of the demo's fine-tuned folder: its test metrics (cross-modal) and final training losses."""
-    from ..data.schema import data_provenance
-    from ..model_card import DataDescription, render_model_card
+    from ..model_card import DataDescription, card_provenance, render_model_card
     from .train import hyperparameter_summary
 
     entry = results["models"]["fine-tuned"]
     numbers = {f"test_{key}": value for key, value in {**entry["metrics"]["cross-modal"], **entry["classification"]}.items()}
     final_log = next((log for log in reversed(trainer.state.log_history) if "train_loss" in log), {})
     numbers.update({key: value for key, value in final_log.items() if key.startswith("train_") and "loss" in key})
-    data = DataDescription(data_provenance(splits), note, split_sizes={name: len(split) for name, split in splits.items()})
+    data = DataDescription(card_provenance(splits), note, split_sizes={name: len(split) for name, split in splits.items()})
     return render_model_card(
         numbers, config=config, hyperparameters=hyperparameter_summary(args, config), data=data,
         model_name="cxr-mtclip demo (fine-tuned)", repo_id=str(folder),

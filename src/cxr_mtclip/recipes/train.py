@@ -24,7 +24,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from ..argparsing import DefaultsOnceFormatter, SuggestingParserMixin
 from ..atomic import write_json
 from ..configuration_cxr_mtclip import CxrMtClipConfig
-from ..data.schema import data_note, data_provenance
+from ..data.schema import data_note
 from ..preflight import check_dataset_source, clear_earlier_run
 from ..evaluation.plots import plot_loss_curves
 from ..processing_cxr_mtclip import CxrMtClipProcessor, build_wordpiece_tokenizer
@@ -332,7 +332,7 @@ def _run(model_args: ModelArguments, data_args: DataArguments, training_args: Cx
          output_dir: Path, push: bool, seed: int) -> TrainingRunResult:
     """The body of `run_training` once the preflight checks passed."""
     from ..hub import push_to_hub
-    from ..model_card import DataDescription, render_model_card, write_model_card
+    from ..model_card import DataDescription, card_provenance, render_model_card, write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -457,7 +457,7 @@ def _run(model_args: ModelArguments, data_args: DataArguments, training_args: Cx
                              data_note=data_note(train_dataset, "training data"))
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         data = DataDescription(
-            provenance=data_provenance(splits),
+            provenance=card_provenance(splits),
             name=data_args.dataset or f"synthetic phantoms (make_phantom_openi, n={data_args.phantoms}, seed={seed})",
             hub_id=data_args.dataset if data_args.dataset and not Path(data_args.dataset).exists() else None,
             split_sizes={
