@@ -248,6 +248,27 @@ def test_a_reports_only_build_is_refused_before_the_model_is_built(capsys, tmp_p
     assert "--reports-only" in err and not out.exists()
 
 
+def test_a_misspelt_metric_for_best_model_is_named_before_training(capsys, tmp_path, monkeypatch):
+    """transformers noticed only after the first epoch, with a KeyError listing ~100 names (newcomer report 2)."""
+    from cxr_mtclip.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "build_model", lambda **_: pytest.fail("the model was built"))
+    for wrong, suggestion in (("cross-modal/mean_acuracy@1", "cross-modal/mean_accuracy@1"),
+                              ("image_to_text/accuracy@1", "cross-modal/image_to_text/accuracy@1")):
+        code, _, err = run(["train", "--backbone", "tiny", "--phantoms", "40", "--output_dir", str(tmp_path / "r"),
+                            "--metric_for_best_model", wrong, "--load_best_model_at_end", "true"], capsys)
+        assert code == 2, err
+        assert f"--metric_for_best_model {wrong}: not a metric the evaluation reports; did you mean {suggestion}?" in err
+        assert "rendering phantoms" not in err and not (tmp_path / "r").exists()
+    from types import SimpleNamespace
+
+    from cxr_mtclip.recipes.train_checks import check_metric_for_best_model, evaluation_metric_names
+
+    assert "cross-modal/mean_accuracy@1" in evaluation_metric_names() and "clip_loss" in evaluation_metric_names()
+    for fine in ("eval_cross-modal/text_to_image/precision@5", "loss", "classification/roc_auc"):
+        check_metric_for_best_model(SimpleNamespace(metric_for_best_model=fine, eval_strategy="epoch"))
+
+
 def test_a_misspelt_model_folder_is_named_as_a_folder(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()

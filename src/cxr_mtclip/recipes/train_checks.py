@@ -29,6 +29,8 @@ __all__ = [
     "TrainableParametersCallback",
     "check_resume",
     "check_backbone",
+    "check_metric_for_best_model",
+    "evaluation_metric_names",
     "check_splits",
     "preflight_run",
     "requested_processes",
@@ -50,6 +52,7 @@ def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: 
                          "or --phantoms N for synthetic studies")
     check_output_dir(training_args.output_dir)
     check_backbone(model_args)
+    check_metric_for_best_model(training_args)
     resume = training_args.resume_from_checkpoint
     check_fresh_run_dir(training_args.output_dir, resume=resume, overwrite=training_args.overwrite_output_dir)
     if resume and str(resume).lower() not in ("true", "last", "latest", "false", "none", "no") and not Path(resume).is_dir():
@@ -72,6 +75,43 @@ def check_backbone(model_args: Any) -> None:
     raise ValueError(f"--backbone {backbone}: not a registered architecture ({', '.join(list_configs())}), an "
                      "existing open_clip folder, or an open_clip Hub id (hf-hub:ORG/NAME, e.g. "
                      "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224)")
+
+
+def evaluation_metric_names(ks: Sequence[int] = (1, 3, 5, 10)) -> list[str]:
+    """The metric names the Trainer's evaluation reports (without ``eval_``): every key of
+    `compute_retrieval_metrics` on a small synthetic prediction, the loss and its terms. Finding metrics (beyond
+    the paper) are not listed: they depend on the model's finding head."""
+    from transformers import EvalPrediction
+
+    from ..losses import LOSS_TERMS, MULTILABEL_LOSS_TERMS
+    from ..training.trainer import compute_retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    n = max(ks) + 2
+    image, text = rng.standard_normal((n, 4)), rng.standard_normal((n, 4))
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=(rng.standard_normal(n), image, text),
+                                                       label_ids=np.arange(n) % 2), ks=ks)
+    return sorted([*metrics, "loss", *LOSS_TERMS, *MULTILABEL_LOSS_TERMS])
+
+
+def check_metric_for_best_model(training_args: Any) -> None:
+    """A `--metric_for_best_model` the evaluation will report, or a one-line error with the closest names, before
+    the first epoch (transformers finds out only after it, with a KeyError listing ~100 names)."""
+    import difflib
+
+    name = getattr(training_args, "metric_for_best_model", None)
+    if not name or getattr(training_args, "eval_strategy", "no") == "no":
+        return
+    key = name.removeprefix("eval_")
+    if "finding" in key:  # the multi-label head's metrics: named by the model's findings
+        return
+    known = evaluation_metric_names()
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "e.g. cross-modal/mean_accuracy@1 (the default), loss"
+    raise ValueError(f"--metric_for_best_model {name}: not a metric the evaluation reports; {hint} (retrieval "
+                     "metrics name their protocol: cross-modal/image_to_text/accuracy@1, ...)")
 
 
 def check_splits(train: Any, eval_: Any, test: Any, training_args: Any, data_args: Any) -> tuple[Any, Any, Any, Any]:
