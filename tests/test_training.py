@@ -594,3 +594,14 @@ def test_a_card_for_phantoms_with_real_openi_reports_states_the_reports_licence(
     assert data.license == "cc-by-nc-nd-4.0" and "synthetic-data" in data.tags
     assert "real OpenI reports" in text and "CC BY-NC-ND 4.0" in text
     assert "no patient data were used" not in text and "trained and evaluated on synthetic phantom images" in text
+
+
+def test_a_search_whose_trials_all_tie_says_so():
+    """Three trials at the same objective (a run too short to learn): the pick is a tie, and the run says so."""
+    from cxr_mtclip.recipes.train import search_tie_note
+
+    note = search_tie_note([{"trial": 0, "objective": 0.05}, {"trial": 1, "objective": 0.05},
+                            {"trial": 2, "objective": 0.05}, {"trial": 3, "objective": None}])
+    assert note is not None and "all 3 trials reached the same objective (0.0500)" in note and "first by tie" in note
+    assert search_tie_note([{"objective": 0.05}, {"objective": 0.1}]) is None
+    assert search_tie_note([{"objective": 0.05}]) is None

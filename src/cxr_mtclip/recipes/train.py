@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,6 +285,22 @@ def hyperparameter_summary(args: CxrMtClipTrainingArguments, config: CxrMtClipCo
     }
 
 
+def search_tie_note(trials: Sequence[Mapping[str, Any]]) -> str | None:
+    """A note when every completed trial reached the same objective: the search could not tell the weights apart,
+    and the "best" is the first trial by tie (a run too short to learn, or a validation split too small).
+
+    Example:
+        >>> search_tie_note([{"objective": 0.05}, {"objective": 0.05}]) is not None
+        True
+    """
+    values = [t.get("objective") for t in trials if t.get("objective") is not None]
+    if len(values) < 2 or max(values) - min(values) > 1e-12:
+        return None
+    return (f"note: all {len(values)} trials reached the same objective ({values[0]:.4f}): the search could not tell "
+            "the loss weights apart, so the best trial is the first by tie; train longer (or with a learning rate "
+            "the model learns at) or on a larger validation split for a search that means something")
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: CxrMtClipTrainingArguments
 ) -> TrainingRunResult:
@@ -397,6 +413,9 @@ def _run(model_args: ModelArguments, data_args: DataArguments, training_args: Cx
             print(f"Hyper-parameter search ({len(trials)} trials, objective = {OBJECTIVE_DEFINITION}):")
             print(format_trial_table(trials))
             print(f"Best trial {best_run.run_id}: objective {best_run.objective:.4f}, {best_hp}")
+            tie = search_tie_note(trials)
+            if tie:
+                print(tie)
         del hpo_trainer
     if best_hp:
         overrides.update(best_hp)
