@@ -260,9 +260,9 @@ def test_reproduce_offline_runs_end_to_end_and_labels_every_table(tmp_path):
     for section in sections:
         assert "OFFLINE STAND-IN" in section, section.splitlines()[0]
     assert "Paper-only top-1" in markdown and "own pair excluded" in markdown
-    for heading in ("Table I: Cross-modal retrieval accuracy (paper protocol)",
-                    "Table II: Image-to-text retrieval precision by binary labels (paper protocol)",
-                    "Table III: Text-to-image retrieval precision by binary labels (paper protocol)",
+    for heading in ('Table I (the paper\'s "Cross-modal retrieval accuracy"), paper protocol',
+                    'Table II (the paper\'s "Image-to-text retrieval precision by binary labels"), paper protocol',
+                    'Table III (the paper\'s "Text-to-image retrieval precision by binary labels"), paper protocol',
                     "Ours: Tables II-III with the standard definitions", "Ours: Tables I-III in the cross-modal protocol",
                     "Ours: the classification head"):
         assert f"## {heading}" in markdown, heading

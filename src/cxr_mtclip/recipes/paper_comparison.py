@@ -240,7 +240,9 @@ def format_comparison_markdown(
     header = "| Metric | " + " | ".join(f"{names[m]}: ours | {columns[m]}: paper" for m in MODEL_KEYS) + " |"
     align = "|---|" + "---:|---:|" * len(MODEL_KEYS)
     for number, table in comparison["tables"].items():
-        lines += [f"## Table {number}: {table['title']} (paper protocol)", "", f"_{banner}_", "", header, align]
+        # the paper's caption in quotes: its "cross-modal" is not this package's cross-modal protocol
+        lines += [f"## Table {number} (the paper's \"{table['title']}\"), paper protocol", "", f"_{banner}_", "",
+                  header, align]
         for section in table["sections"]:
             if len(table["sections"]) > 1:
                 lines.append(f"| *{DIRECTION_NAMES[section['direction']]}* |" + " |" * (2 * len(MODEL_KEYS)))
