@@ -102,6 +102,8 @@ def test_small_offline_run_writes_the_table(tmp_path, capsys):
     table = (tmp_path / "out" / "findings_experiment.md").read_text()
     assert table == format_findings_experiment(results)
     assert "| image->report/finding precision@5/macro |" in table and "SYNTHETIC" in table
+    # one epoch of a few studies is far too short for the random towers: the table says so first
+    assert results["warning"].startswith("4 optimiser steps") and f"**Warning: {results['warning']}**" in table
     # the example wrapper runs the same recipe
     script = runpy.run_path(str(REPO_ROOT / "examples" / "findings_experiment.py"))
     with pytest.raises(SystemExit):

@@ -342,6 +342,24 @@ def _embed(model: Any, processor: Any, test: Any, batch_size: int) -> dict[str, 
 # -- the experiment ------------------------------------------------------------------------------------------
 
 
+def short_run_warning(train_studies: int, batch_size: int, epochs: float) -> str | None:
+    """For the random-tower `demo` backbone: a note when the run has fewer optimiser steps than the demo needs to
+    learn (`recipes.demo.MIN_DEMO_STEPS`), under which finding metrics can sit at or below chance.
+
+    Example:
+        >>> short_run_warning(540, 64, 10) is not None, short_run_warning(540, 64, 60)
+        (True, None)
+    """
+    from .demo import MIN_DEMO_STEPS
+
+    steps = int(max(1, train_studies // max(1, batch_size)) * epochs)
+    if steps >= MIN_DEMO_STEPS:
+        return None
+    return (f"{steps} optimiser steps ({epochs:g} epochs of {train_studies} training studies, batch {batch_size}): "
+            f"the demo's random towers need about {MIN_DEMO_STEPS} to learn, so these numbers may sit at or below "
+            f"chance (a finding head's AUC under 0.5, the same top-1 for every query); use more --epochs")
+
+
 def run_findings_experiment(
     output_dir: str | os.PathLike,
     *,
@@ -392,6 +410,9 @@ def run_findings_experiment(
     splits, note = load_experiment_data(openi, n_studies, data_seed, image_size)
     train, test = splits["train"], splits["test"]
     say(f"data: {note}; " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+    warning = short_run_warning(len(train), batch_size, epochs) if random_towers else None
+    if warning:
+        say(f"warning: {warning}")
     labels = np.asarray(test["label"], dtype=np.int64)
     hot, known = finding_multi_hot(test["finding_labels"])
     hot = hot.astype(bool)
@@ -440,6 +461,7 @@ def run_findings_experiment(
         "metrics": summarise_finding_runs(runs, ks, n_boot=n_boot, seed=data_seed),
         "per_finding": _per_finding(runs, max(ks)),
         "runs": [{"arm": r.arm, "seed": r.seed, "train_seconds": round(r.train_seconds, 1)} for r in runs],
+        "warning": warning,
         "seconds": round(time.time() - start, 1),
     })
     table = format_findings_experiment(results)
@@ -484,6 +506,7 @@ def format_findings_experiment(results: Mapping[str, Any], decimals: int = 3) ->
     lines = [
         "# Multi-label findings vs the paper's binary objective", "",
         f"_Question: {results['question']}_", "",
+        *([f"**Warning: {results['warning']}**", ""] if results.get("warning") else []),
         f"- **Data**: {data['note']}; split seed {data['split_seed']}: "
         + ", ".join(f"{k} {v}" for k, v in data["splits"].items())
         + f"; test: {data['test_known']} studies with known findings ({data['test_no_finding']} with none).",
