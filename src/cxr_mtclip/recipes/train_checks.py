@@ -137,7 +137,8 @@ def check_splits(train: Any, eval_: Any, test: Any, training_args: Any, data_arg
     if eval_ is not None and len(eval_) < MIN_EVAL_STUDIES:
         if training_args.hpo_trials > 0:
             raise ValueError(f"{name}: --hpo_trials needs a validation split of at least {MIN_EVAL_STUDIES} studies "
-                             f"(the {data_args.eval_split!r} split has {len(eval_)}); use more studies or no search")
+                             f"(the {data_args.eval_split!r} split has {len(eval_)}); use more studies, a larger "
+                             "--val_fraction, or no search")
         _warn(f"the {data_args.eval_split!r} split has {len(eval_)} studies (fewer than {MIN_EVAL_STUDIES}): "
               "evaluation during training is turned off; build the dataset with more studies to evaluate")
         eval_ = None
