@@ -62,6 +62,16 @@ def test_sizes_too_small_are_refused_before_any_work(tmp_path, capsys, argv, mes
     assert not (tmp_path / "demo").exists() and time.perf_counter() - start < 10  # no data built, nothing trained
 
 
+def test_the_openi_demo_needs_more_studies():
+    """With --openi at 200 studies the check failed for one seed of three (newcomer report 2); 300 passed for all."""
+    from cxr_mtclip.recipes.demo import MIN_DEMO_STUDIES_OPENI, check_demo_size
+
+    check_demo_size(200, None)
+    with pytest.raises(ValueError, match=r"--n-studies 200: too few for the demo with --openi .* pass --n-studies 300"):
+        check_demo_size(200, None, openi=True)
+    check_demo_size(MIN_DEMO_STUDIES_OPENI, None, openi=True)
+
+
 def test_automatic_epochs_reach_the_minimum_steps():
     from cxr_mtclip.recipes.demo import (
         DEMO_STUDIES,

@@ -415,7 +415,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`cxr-mtclip demo`: the whole pipeline offline; exit 0 when the fine-tuned model beats the untrained one."""
     from .recipes.demo import check_demo_size
 
-    check_demo_size(args.n_studies, args.epochs)  # a size too small to pass is refused before any work
+    check_demo_size(args.n_studies, args.epochs, openi=args.openi is not None)  # too small to pass: refused first
     _register_auto_classes()
     from .recipes.demo import run_demo
 
@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="where tables, plots and the model go")
     p.add_argument("--openi", type=_existing_dir, default=None, help="pair phantoms with real OpenI reports from this folder")
     p.add_argument("--n-studies", type=_positive_int, default=None,
-                   help="phantom studies before the split, 200 or more (default: 1200)")
+                   help="phantom studies before the split, 200 or more (300 with --openi; default: 1200)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="training epochs (default: 60, more for a small --n-studies: at least 300 optimiser steps)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the model")
