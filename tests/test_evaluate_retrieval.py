@@ -95,6 +95,10 @@ def test_evaluate_models_writes_json_markdown_and_tsne(tiny_model, tiny_processo
         assert heading in markdown
     assert entry["tsne_png"] == "tsne_tiny_zero-shot.png"
     assert f"![tiny zero-shot]({entry['tsne_png']})" in markdown
+    # every retrieval cell carries its 95% bootstrap interval, as results.json holds it
+    low, high = entry["bootstrap_ci"]["cross-modal"]["image_to_text/precision@1"][1:]
+    value = entry["metrics"]["cross-modal"]["image_to_text/precision@1"]
+    assert f"| precision@1 | {value:.4f} [{low:.4f}, {high:.4f}] |" in markdown
     _assert_nontrivial_png(tmp_path / "out" / entry["tsne_png"])
 
 

@@ -14,7 +14,8 @@ def build_parser() -> CliParser:
     parser = CliParser(
         prog="cxr-mtclip evaluate",
         description="Embed a split with each model, compute every retrieval and classification metric, write "
-        "results.json, results.md (paper-style tables) and a t-SNE PNG per model.",
+        "results.json, results.md (a table per protocol and direction, values with their 95% bootstrap intervals) "
+        "and a t-SNE PNG per model.",
     )
     parser.add_argument("--dataset", required=True, help="folder written by save_to_disk (DatasetDict or Dataset)")
     parser.add_argument("--split", default="test", help="split of a DatasetDict")

@@ -78,15 +78,18 @@ def escape_cell(text: str) -> str:
 
 
 def format_paper_tables(
-    results: Mapping[str, Mapping[str, float]], *, title_note: str, decimals: int = 4, missing: str = "-"
+    results: Mapping[str, Mapping[str, float]], *, title_note: str, decimals: int = 4, missing: str = "-",
+    intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> str:
-    """Markdown tables laid out like the paper's Tables I-III: one per direction, rows metrics, columns models.
+    """Markdown tables, one per direction (rows metrics, columns models), the paper's row labels and order.
 
     Args:
         results: ``{model name: flat metrics dict}`` with keys such as ``image_to_text/accuracy@1``
             or ``classification/roc_auc``; keys without a ``/`` go to a table titled "Metrics".
         title_note: data provenance (e.g. "synthetic phantom images"), printed above every table.
         missing: the cell of a metric a model lacks (or holds as None); NaN prints as ``n/a``.
+        intervals: ``{model name: {key: (low, high)}}`` (e.g. `evaluate_models`' ``bootstrap_ci``): a cell with
+            one prints ``value [low, high]``.
 
     Example:
         >>> print(format_paper_tables({"zero-shot": {"image_to_text/map": 0.5}}, title_note="phantom"))
@@ -121,7 +124,8 @@ def format_paper_tables(
         lines = [f"### {title}", "", f"_Data: {title_note.strip()}_", "", header, align]
         for metric in sorted(groups[group], key=metric_sort_key):
             key = f"{group}/{metric}" if group else metric
-            cells = [format_number(results[m].get(key), decimals, missing=missing) for m in models]
+            cells = [format_number(results[m].get(key), decimals, missing=missing,
+                                   ci=((intervals or {}).get(m) or {}).get(key)) for m in models]
             lines.append(f"| {escape_cell(metric)} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
@@ -152,16 +156,23 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             lines += ["## Protocol: cross-modal", "",
                       "Image queries ranked against report embeddings; report queries against image embeddings.", ""]
             table = {name: entry["metrics"]["cross-modal"] for name, entry in models.items()}
+            cis = {name: entry.get("bootstrap_ci", {}).get("cross-modal", {}) for name, entry in models.items()}
         else:
             lines += ["## Protocol: paper (Algorithm 2)", "",
                       "Image and report queries ranked against the fused (image + report) embeddings. The query's own "
                       "embedding is half of its pair's fused vector; the '(own pair excluded)' columns remove that row "
                       "(Accuracy@k is then undefined: n/a).", ""]
-            table = {}
+            table, cis = {}, {}
             for name, entry in models.items():
                 table[name] = entry["metrics"]["paper"]
                 table[f"{name} (own pair excluded)"] = entry["metrics"][PAPER_EXCLUDED]
-        lines += [format_paper_tables(table, title_note=note, missing="n/a"), ""]
+                cis[name] = entry.get("bootstrap_ci", {}).get("paper", {})
+                cis[f"{name} (own pair excluded)"] = entry.get("bootstrap_ci", {}).get(PAPER_EXCLUDED, {})
+        # bootstrap_ci holds (estimate, low, high): the cells print the value and [low, high]
+        cis = {name: {key: ci[-2:] for key, ci in values.items()} for name, values in cis.items()}
+        if any(cis.values()):
+            lines += ["Cells: value [95% bootstrap interval over queries] (`bootstrap_ci` in results.json).", ""]
+        lines += [format_paper_tables(table, title_note=note, missing="n/a", intervals=cis), ""]
     lines += ["## Classification head (fused logit)", "",
               "A model whose head was not trained (e.g. the zero-shot backbone) has a random head: chance-level numbers.", ""]
     lines += [format_paper_tables({name: entry["classification"] for name, entry in models.items()},
