@@ -124,7 +124,8 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
         check_hub_push(args.push_to_hub, repo_type="dataset", flag="--push-to-hub")  # before the (long) build
     with _quiet_progress(args.quiet):
         if args.phantoms:
-            from .data import load_openi_reports, make_phantom_openi, phantom_dataset_card, save_dataset, split_openi
+            from .data import (load_openi_reports, make_phantom_openi, phantom_dataset_card, save_dataset,
+                               split_label_counts, split_openi)
 
             reports = (load_openi_reports(args.source, drop_no_indexing=args.drop_no_indexing)
                        if args.source is not None else None)
@@ -135,7 +136,7 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
             save_dataset(splits, args.out, card, output_format=args.format, overwrite=True, show_progress=False)
             print(f"{sum(len(split) for split in splits.values())} SYNTHETIC phantom studies (procedural images, "
                   f"not X-rays; seed {args.seed})")
-            _print_split_table({name: _label_counts(split) for name, split in splits.items()})
+            _print_split_table(split_label_counts(splits))
             card_path = Path(args.out) / "README.md"
         else:
             from .data import build_openi_dataset
@@ -155,11 +156,6 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
         push_openi_to_hub(splits, args.push_to_hub, private=not args.public)
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
-
-
-def _label_counts(split: Any) -> dict[str, int]:
-    labels = split["label"] if "label" in split.column_names else []
-    return {"normal": sum(1 for x in labels if x == 0), "abnormal": sum(1 for x in labels if x == 1)}
 
 
 def _print_split_table(counts: dict[str, dict[str, int]]) -> None:
