@@ -194,7 +194,7 @@ def evaluate_models(
         "models": per_model,
     })
     atomic_write_text(output / "results.json", json.dumps(results, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    atomic_write_text(output / "results.md", results_markdown(results) + findings_markdown(results))
+    atomic_write_text(output / "results.md", results_markdown(results) + "\n" + findings_markdown(results))
     return results
 
 
