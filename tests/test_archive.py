@@ -238,6 +238,7 @@ def test_an_archive_without_reports_finds_similar_xrays(tmp_path, capsys):
     index = RetrievalIndex.load(tmp_path / "idx", model=str(model))
     assert resolve_mode("auto", True, False, index.index_names) == ("cross-modal", None, "image_embeds")
     assert resolve_mode("auto", True, False, ["image_embeds", "text_embeds"]) == ("cross-modal", None, None)
+    assert resolve_mode("auto", True, True, index.index_names) == ("cross-modal", "text", "image_embeds")
     assert resolve_mode("image_to_image", True, True, index.index_names) == ("cross-modal", "text", "image_embeds")
     hits = index.search(image=root / "x1.png", k=1, index_name="image_embeds")
     assert hits.records[0]["image_file"] == "x1.png"

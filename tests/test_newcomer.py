@@ -216,6 +216,33 @@ def test_training_into_an_earlier_run_is_refused_unless_resumed_or_replaced(caps
     assert (out / "notes.txt").read_text() == "mine"  # nothing but the run's own outputs is removed
 
 
+def test_resuming_is_checked_before_it_goes_wrong(capsys, tmp_path):
+    """Newcomer report 3: resume into a folder without a checkpoint failed late; resume + overwrite were both
+    accepted; a misspelt flag was hidden behind the earlier-run refusal; a resume with another batch silently
+    retrained most of the run (transformers resumes at the checkpoint's step)."""
+    out = tmp_path / "runs" / "t"
+    flags = ["train", "--backbone", "tiny", "--phantoms", "40", "--output_dir", str(out), "--max_steps", "2",
+             "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "2",
+             "--eval_strategy", "no"]
+    code, _, err = run([*flags[:6], str(tmp_path / "fresh"), *flags[7:], "--resume_from_checkpoint", "last"], capsys)
+    assert code == 2 and "holds no checkpoint-N folder to resume" in err, err
+    assert not (tmp_path / "fresh").exists()
+    assert run(flags, capsys)[0] == 0
+    code, _, err = run([*flags, "--resume_from_checkpoint", "last", "--overwrite_output_dir", "true"], capsys)
+    assert code == 2 and "contradict each other" in err, err
+    code, _, err = run([*flags, "--resume", "last"], capsys)
+    assert code == 2 and "unrecognized argument --resume: did you mean --resume_from_checkpoint?" in err, err
+    bigger = [*flags[:-6], "--max_steps", "4", "--per_device_train_batch_size", "4", "--save_strategy", "steps",
+              "--save_steps", "2", "--eval_strategy", "no", "--resume_from_checkpoint", "last"]
+    code, _, err = run(bigger, capsys)
+    assert code == 2 and "trained with a batch of 8 per device, this run asks for 4" in err, err
+    assert "--per_device_train_batch_size 8" in err
+    code, _, err = run([*flags[:-6], "--max_steps", "4", "--per_device_train_batch_size", "8", "--save_strategy",
+                        "steps", "--save_steps", "2", "--eval_strategy", "no", "--resume_from_checkpoint", "last"], capsys)
+    assert code == 0, err  # the same batch resumes
+    assert (out / "checkpoint-4").is_dir()
+
+
 def test_a_misspelt_backbone_is_named_before_any_work(capsys, tmp_path):
     out = tmp_path / "runs" / "t"
     code, _, err = run(["train", "--backbone", "tinyy", "--phantoms", "400", "--output_dir", str(out)], capsys)

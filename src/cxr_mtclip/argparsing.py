@@ -84,6 +84,9 @@ def _closest(flag: str, by_key: dict[str, str], preferred: set[str]) -> str | No
                            -difflib.SequenceMatcher(None, key, other).ratio(), known))
     if scored:
         return min(scored)[-1]
+    longer = [known for other, known in by_key.items() if len(key) > 2 and other.startswith(key)]
+    if len(longer) == 1:  # a prefix of one flag (abbreviations are not accepted): that flag
+        return longer[0]
     close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
     return by_key[close[0]] if close else None
 
@@ -102,8 +105,10 @@ def misspelt_flags(known: Iterable[str], argv: Sequence[str], *, allow_abbrev: b
         [('--modle', '--model'), ('--k', '-k')]
     """
     known = [flag for flag in known if flag.startswith("-")]
+    # --help is never the flag someone meant to give a value to (`--k 5` is not `-h`)
+    candidates = [flag for flag in known if flag not in ("-h", "--help")]
     by_key: dict[str, str] = {}
-    for flag in sorted(known, key=len):
+    for flag in sorted(candidates, key=len):
         by_key.setdefault(_normalise(flag), flag)
     found = []
     for token in argv:

@@ -446,7 +446,7 @@ def _run(model_args: ModelArguments, data_args: DataArguments, training_args: Cx
             eval_dataset=eval_dataset,
             processing_class=processor,
         )
-    check_resume(resume, trainer.model)  # a checkpoint that trained other parameters: named, not torch's error
+    check_resume(resume, trainer.model, training_args)  # a checkpoint that trained other parameters: named, not torch's error
     _labelled_progress(trainer)
     trainer.add_callback(TrainableParametersCallback(trainer.model))
     train_output = trainer.train(resume_from_checkpoint=resume)

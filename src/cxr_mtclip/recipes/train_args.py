@@ -197,7 +197,10 @@ def preflight(argv: Sequence[str], *, prog: str = "cxr-mtclip train") -> None:
                          "or --phantoms N for synthetic studies")
     output_dir = args.output_dir or "trainer_output"  # transformers' default
     check_output_dir(output_dir)
-    check_fresh_run_dir(output_dir, resume=args.resume_from_checkpoint, overwrite=args.overwrite_output_dir)
+    if not any(token.startswith("-") for token in unknown):
+        # (with a flag this parser does not know, transformers' parser speaks first: `--resume last` is a misspelling
+        # to name, not a run to refuse; the full check runs again once every flag is parsed)
+        check_fresh_run_dir(output_dir, resume=args.resume_from_checkpoint, overwrite=args.overwrite_output_dir)
     if args.push_to_hub:
         from pathlib import Path
 

@@ -54,12 +54,24 @@ def preflight_run(model_args: Any, data_args: Any, training_args: Any, *, push: 
     check_backbone(model_args)
     check_metric_for_best_model(training_args)
     resume = training_args.resume_from_checkpoint
+    resuming = bool(resume) and str(resume).lower() not in ("false", "none", "no")
+    if resuming and training_args.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other: resume the "
+                         "earlier run, or replace it, not both")
+    if resuming and str(resume).lower() in ("true", "last", "latest") and not _checkpoints(training_args.output_dir):
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: {training_args.output_dir} holds no checkpoint-N "
+                                "folder to resume; drop the flag to start a new run, or give the --output_dir of the run")
     check_fresh_run_dir(training_args.output_dir, resume=resume, overwrite=training_args.overwrite_output_dir)
     if resume and str(resume).lower() not in ("true", "last", "latest", "false", "none", "no") and not Path(resume).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; give a checkpoint-N "
                                 "folder of an earlier run, or 'last' for the newest one in --output_dir")
     if push and training_args.process_index == 0:
         check_hub_push(training_args.hub_model_id or Path(training_args.output_dir).name, token=training_args.hub_token)
+
+
+def _checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    folder = Path(output_dir)
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir()] if folder.is_dir() else []
 
 
 def check_backbone(model_args: Any) -> None:
@@ -271,15 +283,28 @@ def _short(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def check_resume(checkpoint: str | os.PathLike | None, model: Any) -> None:
-    """Refuse to resume from a checkpoint whose trained parameters differ from this run's, naming the difference.
+def check_resume(checkpoint: str | os.PathLike | None, model: Any, training_args: Any = None) -> None:
+    """Refuse to resume from a checkpoint whose trained parameters or batch differ from this run's, naming the
+    difference.
 
     The checkpoint's set is its ``trainable_parameters.json`` (written by `TrainableParametersCallback`); for an
-    older checkpoint without it, the freeze fields of its config.json are compared with the model's config.
+    older checkpoint without it, the freeze fields of its config.json are compared with the model's config. The
+    batch (per device, processes, accumulation) is compared with the checkpoint's ``trainer_state.json``: transformers
+    resumes at the checkpoint's step, which with another batch is another point in the data and the schedule
+    (a finished 20-epoch run resumed with a batch 8x smaller trained 19 more epochs).
     """
     if not checkpoint or checkpoint is True:
         return
     folder = Path(checkpoint)
+    state_file = folder / "trainer_state.json"
+    if training_args is not None and state_file.is_file():
+        saved_batch = json.loads(state_file.read_text(encoding="utf-8")).get("train_batch_size")
+        ours = int(training_args.per_device_train_batch_size)
+        if saved_batch is not None and int(saved_batch) != ours:
+            raise ValueError(f"--resume_from_checkpoint {folder}: the checkpoint trained with a batch of {saved_batch} "
+                             f"per device, this run asks for {ours}; its step count would not line up with this run's "
+                             f"epochs and schedule: resume with --per_device_train_batch_size {saved_batch}, or start a "
+                             "new run in another --output_dir")
     ours = trainable_parameter_names(model)
     fix = ("resume with the checkpoint's freeze flags (its config.json: trainable_image_blocks, "
            "trainable_text_blocks) or start a new run in another --output_dir")

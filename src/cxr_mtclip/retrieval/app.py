@@ -149,8 +149,9 @@ def resolve_mode(mode: str, has_image: bool, has_text: bool,
             raise UserInputError("This gallery has no image index, so it cannot find similar X-rays.")
         return "cross-modal", "text" if has_text else None, "image_embeds"
     if mode == "auto":
-        if has_image and not has_text and "text_embeds" not in index_names and "image_embeds" in index_names:
-            return "cross-modal", None, "image_embeds"  # no reports to find: similar X-rays instead
+        if has_image and "text_embeds" not in index_names and "image_embeds" in index_names:
+            # no reports to find (nor whole studies, with a report): similar X-rays instead
+            return "cross-modal", "text" if has_text and "fused_embeds" not in index_names else None, "image_embeds"
         return "cross-modal", None, None
     if mode == "paper":
         return "paper", None, None
