@@ -605,3 +605,19 @@ def test_a_search_whose_trials_all_tie_says_so():
     assert note is not None and "all 3 trials reached the same objective (0.0500)" in note and "first by tie" in note
     assert search_tie_note([{"objective": 0.05}, {"objective": 0.1}]) is None
     assert search_tie_note([{"objective": 0.05}]) is None
+
+
+def test_a_card_over_a_simulated_hub_backbone_says_it_is_not_pretrained():
+    """The tiny simulated Hub repos (cxr_mtclip.testing.hub) hold random weights and exist nowhere: the card must not
+    link them as a base model (newcomer report 3)."""
+    from huggingface_hub import ModelCard
+
+    from cxr_mtclip.model_card import DataDescription, render_model_card
+    from cxr_mtclip.testing.hub import TINY_BIOMEDCLIP_REPO
+
+    config = CxrMtClipConfig(backbone=f"hf-hub:{TINY_BIOMEDCLIP_REPO}")
+    text = str(render_model_card({}, config=config, hyperparameters={}, data=DataDescription("synthetic", "phantoms"),
+                                 model_name="m", repo_id="me/m"))
+    assert "random weights written by `cxr_mtclip.testing.hub`" in text and "not a pretrained model" in text
+    assert f"https://huggingface.co/{TINY_BIOMEDCLIP_REPO}" not in text
+    assert ModelCard(text).data.base_model is None

@@ -38,6 +38,7 @@ MODEL_CARD_NAME = "README.md"
 TEMPLATE_NAME = "model_card.md"
 PIPELINE_TAG = "zero-shot-image-classification"  # the Hub's tag for CLIP-style image-text dual encoders
 HF_HUB_PREFIX = "hf-hub:"
+SIMULATED_HUB_ORG = "cxr-mtclip-simulated"  # the tiny repos of cxr_mtclip.testing.hub
 SPLIT_PREFIXES = {"eval": "validation", "test": "test"}
 DIRECTION_TITLES = {"image_to_text": "image -> report", "text_to_image": "report -> image"}
 TASKS = {
@@ -214,6 +215,9 @@ def _base_model(backbone: str) -> tuple[str | None, str]:
             return None, arch.description or f"the registered architecture `{arch.name}` with random initial weights"
     if backbone.startswith(HF_HUB_PREFIX):
         repo = backbone[len(HF_HUB_PREFIX):]
+        if repo.startswith(SIMULATED_HUB_ORG + "/"):  # cxr_mtclip.testing.hub: no such repo exists on the Hub
+            return None, (f"the simulated Hub repo `{repo}` (random weights written by `cxr_mtclip.testing.hub` for "
+                          "tests: not a pretrained model, and not on the Hub)")
         return repo, f"[{repo}](https://huggingface.co/{repo}) (open_clip)"
     return None, f"the open_clip backbone `{backbone}`"
 
