@@ -9,11 +9,12 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["eval_mode", "json_safe", "positive_int", "quiet_progress_bars", "read_json", "torch_threads", "unwrap_model"]
+__all__ = ["eval_mode", "json_safe", "positive_int", "quiet_progress_bars", "read_json", "select_named", "torch_threads",
+           "unwrap_model"]
 
 
 def json_safe(value: Any, *, allow_nan: bool = False) -> Any:
@@ -91,6 +92,25 @@ def unwrap_model(model: Any, *required: str) -> Any:
     if missing:
         raise ValueError(f"model {type(core).__name__} has no {', '.join(missing)}; expected a CxrMtClipModel")
     return core
+
+
+def select_named(items: Sequence[Any], names: Sequence[str] | None, what: str) -> tuple[Any, ...]:
+    """The `items` (objects with a ``name``) named in `names`, in that order; all of them when `names` is empty.
+
+    Raises ValueError naming the unknown names and the choices.
+
+    Example:
+        >>> from types import SimpleNamespace as N
+        >>> [v.name for v in select_named([N(name="a"), N(name="b")], ["b"], "variant")]
+        ['b']
+    """
+    if not names:
+        return tuple(items)
+    known = {item.name: item for item in items}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; choose from {list(known)}")
+    return tuple(known[name] for name in names)
 
 
 def positive_int(value: Any, name: str) -> int:

@@ -30,7 +30,7 @@ from ..evaluation.tables import escape_cell, format_number, metric_sort_key
 from ..data.schema import data_provenance
 from ..losses import PAPER_LOSS_WEIGHTS
 from ..registry import DEMO_LOSS_WEIGHTS
-from ..utils import json_safe, quiet_progress_bars, torch_threads
+from ..utils import json_safe, quiet_progress_bars, select_named, torch_threads
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -476,13 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run `run_ablation`; returns 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    variants = ABLATION_VARIANTS
-    if args.variants:
-        known = {v.name: v for v in ABLATION_VARIANTS}
-        unknown = [name for name in args.variants if name not in known]
-        if unknown:
-            parser.error(f"unknown variant(s) {unknown}; choose from {list(known)}")
-        variants = tuple(known[name] for name in args.variants)
+    try:
+        variants = select_named(ABLATION_VARIANTS, args.variants, "variant")
+    except ValueError as err:
+        parser.error(str(err))
     if args.n_boot < 1:
         parser.error("--n_boot must be >= 1 (the table reports intervals)")
     if args.threads is not None and args.threads < 1:

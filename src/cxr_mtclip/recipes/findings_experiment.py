@@ -38,7 +38,7 @@ from ..evaluation.metrics import DIRECTIONS, bidirectional_retrieval_results
 from ..evaluation.statistics import nanmean_rows, roc_auc_rows, seed_query_bootstrap
 from ..losses import PAPER_LOSS_WEIGHTS
 from ..registry import DEMO_LOSS_WEIGHTS
-from ..utils import json_safe, quiet_progress_bars, torch_threads
+from ..utils import json_safe, quiet_progress_bars, select_named, torch_threads
 from .findings_tables import BINARY, format_findings_experiment
 
 __all__ = ["BINARY", "FINDING_ARMS", "PHANTOM_SIGNS", "FindingArm", "build_parser", "main", "run_findings_experiment",
@@ -535,13 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run `run_findings_experiment`; returns 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    arms = FINDING_ARMS
-    if args.arms:
-        known = {a.name: a for a in FINDING_ARMS}
-        unknown = [name for name in args.arms if name not in known]
-        if unknown:
-            parser.error(f"unknown arm(s) {unknown}; choose from {list(known)}")
-        arms = tuple(known[name] for name in args.arms)
+    try:
+        arms = select_named(FINDING_ARMS, args.arms, "arm")
+    except ValueError as err:
+        parser.error(str(err))
     if args.n_boot < 1:
         parser.error("--n_boot must be >= 1 (the table reports intervals)")
     with quiet_progress_bars(args.quiet), torch_threads(args.threads):
